@@ -1,0 +1,113 @@
+/* server: ringchatd's state and the glue between sockets and protocol. */
+#ifndef RINGCHAT_SERVER_H
+#define RINGCHAT_SERVER_H
+
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "control.h"
+#include "election.h"
+#include "events.h"
+#include "heartbeat.h"
+#include "log.h"
+#include "loop.h"
+#include "net.h"
+#include "ring.h"
+#include "store.h"
+#include "wire.h"
+
+#define SERVER_DEFAULT_PORT 45961
+#define SERVER_DEFAULT_DISC_PORT 45960
+#define SERVER_CONNS_MAX 4
+
+struct server_cfg {
+	char name[RING_NAME_MAX];
+	bool uuid_given;
+	struct uuid uuid;
+	char iface[NET_IFNAME_MAX]; /* empty: loopback */
+	uint16_t port, ctl_port, disc_port;
+	char state_dir[PATH_MAX];
+	char peers_file[PATH_MAX]; /* empty: none */
+	char events_file[PATH_MAX]; /* empty: none */
+	bool recover;
+	bool use_stdin;
+	struct hb_cfg hb;
+	struct election_cfg el;
+	int64_t discovery_ms; /* no leader heard by then: elect */
+};
+
+struct ctl_conn {
+	int fd; /* -1: free */
+	char buf[CTL_LINE_MAX + 1];
+	size_t used;
+	int64_t deadline_ms;
+};
+
+/* Counted reasons a datagram was dropped (besides wire errors). */
+enum server_drop {
+	DROP_NONMEMBER,  /* control datagram from an unknown server */
+	DROP_FORGED,     /* sender address does not match the member */
+	DROP_FIELDS,     /* a required extension missing or malformed */
+	DROP_KIND,       /* a kind not accepted on this port */
+	DROP_SELF,       /* our own broadcast coming back */
+	DROP_NMAX
+};
+
+struct server {
+	struct server_cfg cfg;
+	struct net_iface ifc;
+	int data_fd, ctl_fd, disc_fd, ctlsock_fd;
+	struct sockaddr_in disc_bcast; /* broadcast address : discovery port */
+	char ctlsock_path[PATH_MAX];
+	struct ring ring;
+	struct election el;
+	struct hb_follower hbf;
+	struct hb_leader hbl;
+	struct events ev;
+	struct loop loop;
+	struct servers_state peers; /* --peers: contacted like broadcast */
+	int64_t start_ms;
+
+	/* discovery: news repeated with backoff until a leader is known */
+	bool discovering;
+	int64_t disc_next_ms, disc_interval_ms, disc_deadline_ms;
+
+	/* servers.json: written soon after a change, last_seen now and then */
+	uint64_t servers_version;
+	bool servers_dirty;
+	int64_t servers_write_ms;
+	int64_t servers_refresh_ms;
+
+	/* client-asked elections are rate-limited */
+	int64_t client_vote_ok_ms;
+	/* quit: a leader hands over, then leaves */
+	bool quitting;
+	int64_t quit_deadline_ms;
+	volatile int *stop_flag;
+
+	uint64_t probe_seq;
+	uint64_t elections;
+	uint64_t wire_errors[WIRE_NERR];
+	uint64_t drops[DROP_NMAX];
+	struct log_limit bad_limit;
+	uint64_t rx, tx, tx_errors;
+
+	char stdin_buf[CTL_LINE_MAX + 1];
+	size_t stdin_used;
+	struct ctl_conn conns[SERVER_CONNS_MAX];
+};
+
+void server_cfg_defaults(struct server_cfg *);
+/*
+ * Loads identity and state, opens the sockets and the control socket.
+ * Exits with a message naming the file or socket on failure: these are
+ * start-up errors the operator must fix.
+ */
+void server_init(struct server *, const struct server_cfg *);
+/* Runs until quit or *stop (set by a signal handler). */
+int server_run(struct server *, volatile int *stop);
+void server_shutdown(struct server *);
+
+#endif

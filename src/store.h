@@ -1,0 +1,119 @@
+/* store: the state files (identity, servers.json, users.json) and all JSON. */
+#ifndef RINGCHAT_STORE_H
+#define RINGCHAT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ring.h"
+#include "uuid.h"
+
+/*
+ * Only this module includes cJSON.h.  Every read parses with a length
+ * and typed getters and rejects what does not match the schema in
+ * docs/STATE.md; every write goes through store_write_atomic.
+ *
+ * Functions return 0 on success and -1 on failure with err->text set to
+ * one line naming the file and, for a parse error, the line and column:
+ * "servers.json:3:14: expected a string for \"name\"".  Readers return 1
+ * (and leave the output empty) when the file does not exist.
+ */
+
+struct store_error {
+	char text[512];
+};
+
+/* servers.json: the membership as this server knows it. */
+struct servers_state {
+	uint64_t version; /* bumped by every change */
+	uint64_t epoch;   /* epoch of `leader` */
+	bool has_leader;
+	struct uuid leader;
+	struct member m[RING_MAX];
+	size_t n;
+};
+
+#define USER_NAME_MAX 32  /* bytes of a user name, NUL included */
+#define USER_ROOMS_MAX 16
+#define ROOM_NAME_MAX 32  /* "#room", NUL included */
+
+struct user {
+	char name[USER_NAME_MAX];
+	char addr[RING_ADDR_MAX];
+	uint16_t port;
+	bool online;
+	char rooms[USER_ROOMS_MAX][ROOM_NAME_MAX];
+	size_t nrooms;
+	int64_t last_seen; /* seconds since the epoch; 0 = never */
+};
+
+/* users.json: the registered users. */
+struct users_state {
+	uint64_t version;
+	struct user *u; /* reallocarray'd, n used of cap */
+	size_t n, cap;
+};
+
+/* mkstemp in the same directory, write, fsync, rename, fsync the dir. */
+int store_write_atomic(const char *path, const void *data, size_t len,
+    struct store_error *);
+
+int store_read_identity(const char *path, struct uuid *, char *name,
+    size_t namesz, struct store_error *);
+int store_write_identity(const char *path, const struct uuid *,
+    const char *name, struct store_error *);
+
+int store_read_servers(const char *path, struct servers_state *,
+    struct store_error *);
+int store_write_servers(const char *path, const struct servers_state *,
+    struct store_error *);
+/* Parses servers.json text already in memory (the --peers file too). */
+int store_parse_servers(const char *name, const char *text, size_t len,
+    struct servers_state *, struct store_error *);
+
+void store_users_init(struct users_state *);
+void store_users_free(struct users_state *);
+int store_read_users(const char *path, struct users_state *,
+    struct store_error *);
+int store_write_users(const char *path, const struct users_state *,
+    struct store_error *);
+int store_parse_users(const char *name, const char *text, size_t len,
+    struct users_state *, struct store_error *);
+
+/* One key/value of a flat JSON object line (events, client script mode). */
+enum store_kv_type { KV_STR, KV_INT, KV_BOOL, KV_UINT };
+struct store_kv {
+	const char *key;
+	enum store_kv_type type;
+	const char *s;
+	int64_t i;
+	uint64_t u;
+	bool b;
+};
+/*
+ * Writes {"k":v,...} and a newline into out; -1 when it would not fit
+ * (nothing is truncated).
+ */
+int store_json_line(char *out, size_t outsz, const struct store_kv *,
+    size_t n);
+
+/* What `status json` reports; ring entries come from ring. */
+struct store_status {
+	const char *name;
+	const struct uuid *uuid;
+	const char *role;
+	uint64_t epoch;
+	bool has_leader;
+	const struct uuid *leader;
+	const struct ring *ring; /* in ring order, with liveness */
+	uint64_t servers_version;
+	uint64_t users_version;
+	int64_t uptime_ms;
+	uint64_t bad_datagrams;
+	uint64_t elections;
+};
+/* A malloc'd one-line JSON object (no newline), NULL on memory failure. */
+char *store_status_json(const struct store_status *);
+
+#endif
