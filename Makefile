@@ -128,9 +128,12 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_C) $(wildcard src/*.h)
 fuzz-smoke: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== fuzz_$$t ($(FUZZRUNS) runs)"; \
-		$(BUILD)/fuzz/fuzz_$$t -runs=$(FUZZRUNS) -seed=1 \
-			-max_len=1600 tests/fuzz/corpus/$$t 2>&1 | tail -n 2; \
-		test $${PIPESTATUS[0]:-0} -eq 0; done
+		work=$$(mktemp -d); \
+		if ! $(BUILD)/fuzz/fuzz_$$t -runs=$(FUZZRUNS) -seed=1 \
+			-max_len=1600 $$work tests/fuzz/corpus/$$t \
+			> $$work.log 2>&1; then \
+			cat $$work.log; rm -rf $$work $$work.log; exit 1; fi; \
+		tail -n 1 $$work.log; rm -rf $$work $$work.log; done
 
 # Build with clang as well as gcc: both must be warning-free.
 check-clang:

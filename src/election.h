@@ -68,6 +68,7 @@ struct election_cfg {
 
 #define EL_PENDING_MAX (RING_MAX + 8)
 #define EL_OUT_MAX (4 * RING_MAX + 32)
+#define EL_SEEN_MAX (2 * RING_MAX) /* hops remembered against duplicates */
 
 struct el_pending {
 	bool used;
@@ -80,6 +81,16 @@ struct el_pending {
 	int64_t next_ms;
 };
 
+/* A voting or leader hop already processed: a duplicate is only acked. */
+struct el_seen {
+	bool used;
+	bool is_leader_msg;
+	struct uuid from;
+	uint64_t epoch;
+	uint64_t hop;
+	struct uuid candidate; /* a restarted sender may reuse hop ids */
+};
+
 struct election {
 	struct election_cfg cfg;
 	struct uuid self;
@@ -90,6 +101,11 @@ struct election {
 	bool participant;      /* sent or forwarded a vote in `epoch` */
 	bool abstain;          /* handing over: never a candidate */
 	int64_t deadline_ms;   /* election timeout, INT64_MAX when none */
+	/*
+	 * Hop ids start at 1; the caller may seed next_hop after
+	 * election_init (arc4random) so that a restarted server does not
+	 * reuse the ids of its previous life.
+	 */
 	uint64_t next_hop;
 	struct el_pending pending[EL_PENDING_MAX];
 	struct el_out out[EL_OUT_MAX];
@@ -97,6 +113,13 @@ struct election {
 	uint64_t votes_sent;   /* voting datagrams sent, resends included */
 	uint64_t leaders_sent; /* leader datagrams sent, resends included */
 	uint64_t out_overflow; /* outputs lost to a full outbox (a bug) */
+	/* Added to the first contract: */
+	bool own_candidacy;    /* sent own UUID as candidate in `epoch` */
+	struct uuid best;      /* highest candidate sent in `epoch`, or nil */
+	struct el_seen seen[EL_SEEN_MAX];
+	size_t seen_next;      /* ring buffer cursor into seen[] */
+	uint64_t dups;         /* duplicate hops acked and ignored */
+	uint64_t pending_overflow; /* hops sent untracked: table full (a bug) */
 };
 
 void election_init(struct election *, const struct uuid *self,
@@ -124,6 +147,12 @@ void election_on_leader(struct election *, struct ring *, int64_t now_ms,
  */
 int election_observe_leader(struct election *, struct ring *, int64_t now_ms,
     uint64_t epoch, const struct uuid *leader);
+/*
+ * Arms the discovery deadline of a server in ROLE_STARTING: when no
+ * leader has been learnt by now + wait_ms, election_tick starts an
+ * election.  Does nothing in another role.
+ */
+void election_discover(struct election *, int64_t now_ms, int64_t wait_ms);
 /* Resends, ring repair, election timeout. */
 void election_tick(struct election *, struct ring *, int64_t now_ms);
 /* The earliest time election_tick has work; INT64_MAX when none. */

@@ -44,7 +44,7 @@ struct hb_follower {
 	int probes_sent;
 	uint64_t probe_id;
 	uint64_t suspicions;   /* times the leader became suspect */
-	uint64_t refuted;      /* suspicions cleared by a probe answer */
+	uint64_t refuted;      /* suspicions cleared (a beat or a probe answer) */
 };
 
 void hb_follower_init(struct hb_follower *, const struct hb_cfg *);
@@ -71,7 +71,8 @@ struct hb_leader {
 	bool active;
 	int64_t next_round_ms;
 	int64_t next_dead_round_ms;
-	uint64_t seq;
+	int64_t started_ms;       /* when hb_leader_start was called */
+	uint64_t seq;             /* live rounds since hb_leader_start */
 };
 
 void hb_leader_init(struct hb_leader *, const struct hb_cfg *);
@@ -88,7 +89,10 @@ int64_t hb_leader_next_deadline(const struct hb_leader *);
 /*
  * Marks dead the live members (not self) silent for longer than
  * misses * interval (+ half an interval).  Fills dead[] with their
- * UUIDs (up to max) and returns how many changed.
+ * UUIDs (up to max) and returns how many changed.  Silence is counted
+ * from last_seen_ms or from hb_leader_start, whichever is later, so a
+ * new leader does not reap members it simply has not heard yet.  At most
+ * max members are marked per call; the others are reaped by the next.
  */
 size_t hb_leader_reap(const struct hb_leader *, struct ring *, int64_t now_ms,
     struct uuid *dead, size_t max);

@@ -258,11 +258,42 @@ send_leader_msg(struct server *s, const struct el_out *o, bool bcast)
 	send_to_member(s, &o->to, &m);
 }
 
+/* Names in the --events file (docs/PROTOCOL.md lists them). */
+static const char *
+event_name(enum el_event ev)
+{
+	switch (ev) {
+	case EL_EV_START:
+		return "election_start";
+	case EL_EV_FORWARD:
+		return "forward";
+	case EL_EV_REPLACE:
+		return "replace";
+	case EL_EV_DROP:
+		return "drop";
+	case EL_EV_WIN:
+		return "win";
+	case EL_EV_ADOPT:
+		return "adopt";
+	case EL_EV_STEP_DOWN:
+		return "step_down";
+	case EL_EV_MEMBER_DEAD:
+		return "member_down";
+	case EL_EV_TIMEOUT:
+		return "election_timeout";
+	case EL_EV_ROLE:
+		return "role";
+	case EL_EV_STALE:
+		return "stale";
+	}
+	return "election";
+}
+
 static void
 log_election_event(struct server *s, const struct el_out *o, int64_t now)
 {
 	char a[UUID_STRLEN + 1], b[UUID_STRLEN + 1];
-	const char *name = election_event_name(o->ev);
+	const char *name = event_name(o->ev);
 	struct store_kv kv[4] = {
 	    {.key = "epoch", .type = KV_UINT, .u = o->epoch},
 	    {.key = "to", .type = KV_STR, .s = uuid_format(&o->to, a)},
@@ -323,6 +354,7 @@ server_apply_election(struct server *s, int64_t now)
 	for (i = 0; i < s->el.nout; i++) {
 		const struct el_out *o = &s->el.out[i];
 		char to[UUID_STRLEN + 1], c[UUID_STRLEN + 1];
+		char dead[UUID_STRLEN + 1];
 		struct wire_msg m;
 
 		switch (o->type) {
@@ -332,6 +364,9 @@ server_apply_election(struct server *s, int64_t now)
 			wire_add_u64(&m, "epoch", o->epoch);
 			wire_add(&m, "cand", uuid_format(&o->candidate, c));
 			wire_add_u64(&m, "hop", o->hop);
+			if (s->dead_hint_set && s->dead_hint_epoch == o->epoch)
+				wire_add(&m, "dead",
+				    uuid_format(&s->dead_hint, dead));
 			send_to_member(s, &o->to, &m);
 			break;
 		case EL_SEND_ACK:
@@ -573,16 +608,25 @@ on_voting(struct server *s, struct member *mb, const struct wire_msg *m,
     const struct sockaddr_in *from, int64_t now)
 {
 	uint64_t epoch, hop;
-	struct uuid cand;
+	struct uuid cand, dead;
 
 	if (wire_get_u64(m, "epoch", &epoch) == -1 ||
 	    wire_get_u64(m, "hop", &hop) == -1 ||
-	    get_uuid(m, "cand", &cand) == -1) {
+	    get_uuid(m, "cand", &cand) == -1 ||
+	    (wire_get(m, "dead") != NULL && get_uuid(m, "dead", &dead) == -1)) {
 		drop(s, DROP_FIELDS, from, "voting");
 		return;
 	}
 	if (epoch > s->el.epoch)
 		s->elections++;
+	if (epoch >= s->el.epoch && get_uuid(m, "dead", &dead) == 0 &&
+	    uuid_cmp(&dead, &s->ring.self) != 0 &&
+	    ring_find(&s->ring, &dead) != NULL) {
+		member_down(s, &dead, "reported dead by the election");
+		s->dead_hint_set = true;
+		s->dead_hint = dead;
+		s->dead_hint_epoch = epoch;
+	}
 	election_on_voting(&s->el, &s->ring, now, &mb->uuid, epoch, &cand,
 	    hop);
 	server_apply_election(s, now);
@@ -854,12 +898,13 @@ handle_client_datagram(struct server *s, int fd, const struct wire_msg *m,
 {
 	struct wire_msg r;
 
+	/* Answers leave from the data port, never the broadcast socket. */
 	switch (m->kind) {
 	case WK_WHERE:
-		on_where(s, fd, m, from);
+		on_where(s, s->data_fd, m, from);
 		break;
 	case WK_VOTE:
-		on_client_vote(s, fd, m, from, now);
+		on_client_vote(s, s->data_fd, m, from, now);
 		break;
 	case WK_NEWS:
 		/* Broadcast announcements arrive on the discovery port. */
@@ -879,7 +924,7 @@ handle_client_datagram(struct server *s, int fd, const struct wire_msg *m,
 		wire_init(&r, WK_ERR, m->from,
 		    "this server does not relay chat yet", self_id(s));
 		wire_add(&r, "code", "unsupported");
-		send_msg(s, fd, from, &r);
+		send_msg(s, s->data_fd, from, &r);
 		break;
 	}
 }
@@ -1014,11 +1059,11 @@ send_probes(struct server *s)
 static void
 follower_tick(struct server *s, int64_t now)
 {
+	int missed = hb_follower_missed(&s->hbf, now);
 	enum hb_action a = hb_follower_tick(&s->hbf, now);
 
 	if (a == HB_PROBE && s->hbf.probes_sent == 1) {
-		log_info("leader suspect: %d beats missed, probing",
-		    hb_follower_missed(&s->hbf, now));
+		log_info("leader suspect: %d beats missed, probing", missed);
 		emit_uuid(s, "suspect", "leader", &s->el.leader, s->el.epoch);
 	}
 	if (a == HB_PROBE) {
@@ -1027,9 +1072,12 @@ follower_tick(struct server *s, int64_t now)
 		struct uuid dead = s->el.leader;
 
 		log_info("leader declared dead after %d missed beats and "
-		    "unanswered probes", hb_follower_missed(&s->hbf, now));
+		    "unanswered probes", missed);
 		emit_uuid(s, "heartbeat_timeout", "leader", &dead, s->el.epoch);
 		member_down(s, &dead, "missed heartbeats");
+		s->dead_hint_set = true;
+		s->dead_hint = dead;
+		s->dead_hint_epoch = s->el.epoch + 1;
 		start_election(s, now, "leader dead", false);
 	}
 }

@@ -87,6 +87,15 @@ struct server {
 	int64_t quit_deadline_ms;
 	volatile int *stop_flag;
 
+	/*
+	 * The leader whose death started this election, confirmed by
+	 * probes: votes carry it so the ring skips it at once instead of
+	 * paying retries to repair around it.
+	 */
+	bool dead_hint_set;
+	struct uuid dead_hint;
+	uint64_t dead_hint_epoch;
+
 	uint64_t probe_seq;
 	uint64_t elections;
 	uint64_t wire_errors[WIRE_NERR];

@@ -74,12 +74,31 @@ int store_parse_servers(const char *name, const char *text, size_t len,
 
 void store_users_init(struct users_state *);
 void store_users_free(struct users_state *);
+/*
+ * Appends a zeroed user, growing the array with reallocarray; NULL when
+ * out of memory (the state is unchanged).  Pointers into s->u do not
+ * survive the call.
+ */
+struct user *store_users_add(struct users_state *);
+/* The user called name (byte-exact), NULL when none. */
+struct user *store_users_find(struct users_state *, const char *name);
 int store_read_users(const char *path, struct users_state *,
     struct store_error *);
 int store_write_users(const char *path, const struct users_state *,
     struct store_error *);
 int store_parse_users(const char *name, const char *text, size_t len,
     struct users_state *, struct store_error *);
+
+/*
+ * The text store_write_servers/store_write_users would write (pretty,
+ * ending with a newline), malloc'd, with its length in *len; NULL with
+ * err->text set ("servers[2].name: too long ...") when the state breaks
+ * the schema, so that nothing is written that a reader would refuse.
+ */
+char *store_format_servers(const struct servers_state *, size_t *len,
+    struct store_error *);
+char *store_format_users(const struct users_state *, size_t *len,
+    struct store_error *);
 
 /* One key/value of a flat JSON object line (events, client script mode). */
 enum store_kv_type { KV_STR, KV_INT, KV_BOOL, KV_UINT };
@@ -93,7 +112,8 @@ struct store_kv {
 };
 /*
  * Writes {"k":v,...} and a newline into out; -1 when it would not fit
- * (nothing is truncated).
+ * (nothing is truncated), or when a key is NULL or a string is not
+ * valid UTF-8.  A NULL KV_STR is written as null.
  */
 int store_json_line(char *out, size_t outsz, const struct store_kv *,
     size_t n);

@@ -6,9 +6,9 @@
 #include <stdint.h>
 
 /* One Ethernet frame of UDP payload: nothing we send ever fragments. */
-#define WIRE_MAX 1472
-#define WIRE_EXT_MAX 16    /* extension fields per datagram */
-#define WIRE_KEY_MAX 15    /* bytes in an extension key */
+#define WIRE_MAX     1472
+#define WIRE_EXT_MAX 16 /* extension fields per datagram */
+#define WIRE_KEY_MAX 15 /* bytes in an extension key */
 
 /*
  * Every kind the protocol knows.  The decoder rejects any other with
@@ -21,12 +21,12 @@ enum wire_kind {
 	WK_MEMBER,   /* unicast answer to news: one member's record */
 	WK_VOTING,   /* LCR election hop */
 	WK_LEADER,   /* election result */
-	WK_ACK,      /* acknowledgement of a hop, a leader announcement, ... */
+	WK_ACK,	     /* acknowledgement of a hop, a leader announcement, ... */
 	WK_BEAT,     /* leader heartbeat */
 	WK_BEATACK,  /* member's answer to a heartbeat */
-	WK_PROBE,    /* failure-detector probe (direct or on behalf of another) */
+	WK_PROBE,    /* failure-detector probe, direct or relayed */
 	WK_PROBEACK, /* answer to a probe */
-	WK_BYE,      /* a server leaving on purpose */
+	WK_BYE,	     /* a server leaving on purpose */
 	WK_REPL,     /* replication of a state change */
 	WK_SNAP,     /* a chunk of a full snapshot */
 	WK_NEED,     /* a backup asking for what it missed */
@@ -36,32 +36,32 @@ enum wire_kind {
 	WK_NEWU,   /* register a user */
 	WK_LOGIN,  /* log in */
 	WK_LOGOUT, /* log out */
-	WK_MSG,    /* a chat message */
+	WK_MSG,	   /* a chat message */
 	WK_JOIN,   /* join a room */
 	WK_PART,   /* leave a room */
 	WK_ROOMS,  /* list rooms */
-	WK_WHO,    /* list a room's members */
+	WK_WHO,	   /* list a room's members */
 	WK_USERS,  /* list users */
 	WK_ALIVE,  /* client keepalive */
-	WK_OK,     /* positive answer */
-	WK_ERR,    /* negative answer; body says why */
+	WK_OK,	   /* positive answer */
+	WK_ERR,	   /* negative answer; body says why */
 	WK_COUNT
 };
 
 /* Distinct decoder errors; each one is counted by the daemon. */
 enum wire_err {
 	WIRE_OK = 0,
-	WIRE_ETOOBIG,        /* datagram or encoded result over WIRE_MAX */
-	WIRE_EFIELDS,        /* fewer than four '@'-separated fields */
+	WIRE_ETOOBIG,	     /* datagram or encoded result over WIRE_MAX */
+	WIRE_EFIELDS,	     /* fewer than four '@'-separated fields */
 	WIRE_EKIND_EMPTY,    /* empty kind */
 	WIRE_EKIND_UNKNOWN,  /* kind not in the table */
-	WIRE_EESCAPE,        /* '%' not followed by two hex digits */
-	WIRE_ENUL,           /* raw or escaped NUL byte */
-	WIRE_EUTF8,          /* a field is not valid UTF-8 once unescaped */
+	WIRE_EESCAPE,	     /* '%' not followed by two hex digits */
+	WIRE_ENUL,	     /* raw or escaped NUL byte */
+	WIRE_EUTF8,	     /* a field is not valid UTF-8 once unescaped */
 	WIRE_EEXT_MALFORMED, /* extension without '=', empty or bad key */
-	WIRE_EEXT_DUP,       /* the same key twice */
+	WIRE_EEXT_DUP,	     /* the same key twice */
 	WIRE_EEXT_TOOMANY,   /* more than WIRE_EXT_MAX extensions */
-	WIRE_EARG,           /* NULL argument, bad kind or key, non-UTF-8 */
+	WIRE_EARG,	     /* NULL argument, bad kind or key, non-UTF-8 */
 	WIRE_NERR
 };
 
@@ -105,8 +105,8 @@ int wire_add_u64(struct wire_msg *, const char *key, uint64_t val);
  * a field or value that is not valid UTF-8: what the decoder would refuse).
  * On error out and *len are untouched.
  */
-enum wire_err wire_encode(const struct wire_msg *, char *out, size_t outsz,
-    size_t *len);
+enum wire_err
+wire_encode(const struct wire_msg *, char *out, size_t outsz, size_t *len);
 
 /*
  * Decodes len bytes of data.  On error *m is unspecified but safe: kind
