@@ -294,9 +294,13 @@ log_election_event(struct server *s, const struct el_out *o, int64_t now)
 {
 	char a[UUID_STRLEN + 1], b[UUID_STRLEN + 1];
 	const char *name = event_name(o->ev);
+	/* For vote handling the subject is the member the vote came from. */
+	bool from = o->ev == EL_EV_FORWARD || o->ev == EL_EV_REPLACE ||
+	    o->ev == EL_EV_DROP || o->ev == EL_EV_STALE;
 	struct store_kv kv[4] = {
 	    {.key = "epoch", .type = KV_UINT, .u = o->epoch},
-	    {.key = "to", .type = KV_STR, .s = uuid_format(&o->to, a)},
+	    {.key = from ? "from" : "to", .type = KV_STR,
+		.s = uuid_format(&o->to, a)},
 	    {.key = "candidate", .type = KV_STR,
 		.s = uuid_format(&o->candidate, b)},
 	    {.key = "detail", .type = KV_STR,

@@ -96,6 +96,7 @@ struct server {
 	struct uuid watch_leader;
 	bool quitting;
 	int64_t quit_at;
+	int64_t restart_at; /* down: a quick bounce brings it back then */
 	/* what the checks saw last, this incarnation */
 	uint64_t seen_epoch;
 	bool seen_has;
@@ -692,6 +693,7 @@ srv_start(struct world *w, struct server *sv, int64_t discovery_ms)
 		election_discover(&sv->el, w->now, discovery_ms);
 	sv->up = true;
 	sv->up_since = w->now;
+	sv->restart_at = INT64_MAX;
 	sv->watching = false;
 	sv->quitting = false;
 	sv->quit_at = INT64_MAX;
@@ -713,6 +715,7 @@ srv_crash(struct world *w, struct server *sv, const char *why)
 
 	sv->up = false;
 	sv->watching = false;
+	sv->restart_at = INT64_MAX;
 	tot.suspicions += sv->hf.suspicions;
 	tot.refuted += sv->hf.refuted;
 	tot.dups += sv->el.dups;
@@ -874,7 +877,7 @@ srv_next(const struct server *sv)
 	int64_t t, u;
 
 	if (!sv->up)
-		return INT64_MAX;
+		return sv->restart_at;
 	t = election_next_deadline(&sv->el);
 	if ((u = hb_follower_next_deadline(&sv->hf)) < t)
 		t = u;
@@ -893,6 +896,10 @@ srv_timers(struct world *w, struct server *sv)
 	int bits;
 	char a[16];
 
+	if (!sv->up) {
+		srv_start(w, sv, T_DISCOVERY);
+		return;
+	}
 	if (sv->quitting && w->now >= sv->quit_at) {
 		srv_crash(w, sv, "quit");
 		return;
@@ -971,7 +978,8 @@ end_faults(struct world *w)
 	trace(w, 1, "faults end: network whole, no loss");
 	/* some of the dead come back now: they rejoin a settled cluster */
 	for (i = 0; i < w->n; i++)
-		if (!w->s[i].up && rng_chance(&w->rng, 0.5))
+		if (!w->s[i].up && (w->s[i].restart_at != INT64_MAX ||
+				       rng_chance(&w->rng, 0.5)))
 			srv_start(w, &w->s[i], T_DISCOVERY);
 	if (count_up(w) == 0)
 		srv_start(w, &w->s[pick(w, false)], T_DISCOVERY);
@@ -1004,6 +1012,10 @@ do_fault(struct world *w)
 		if (k >= 0) {
 			tot.crashes++;
 			srv_crash(w, &w->s[k], "crash");
+			/* a bounce: back before its last vote is done */
+			if (rng_chance(&w->rng, w->chaos ? 0.5 : 0.1))
+				w->s[k].restart_at = w->now +
+				    rng_range(&w->rng, 1, 4 * w->dmax + 20);
 		}
 	} else if (r < 50) {
 		if ((k = pick(w, false)) >= 0)
@@ -1233,6 +1245,7 @@ world_init(struct world *w, uint64_t seed, int verbose, uint64_t stream)
 	w->n = (int)rng_range(&w->rng, SIM_MINN, SIM_MAXN);
 	for (i = 0; i < w->n; i++) {
 		w->s[i].idx = i;
+		w->s[i].restart_at = INT64_MAX;
 		do {
 			for (j = 0; j < 16; j++)
 				w->s[i].id.b[j] = (uint8_t)rng_next(&w->rng);
