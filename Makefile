@@ -18,6 +18,7 @@ LIB_SRCS += src/wire.c       # datagram codec kind@to@body@from[@k=v]
 LIB_SRCS += src/ring.c       # membership sorted by UUID, next live neighbour
 LIB_SRCS += src/election.c   # LCR election state machine (pure)
 LIB_SRCS += src/heartbeat.c  # beats and failure detector (pure)
+LIB_SRCS += src/relay.c      # users, rooms, streams, exactly-once delivery (pure)
 LIB_SRCS += src/store.c      # state files and JSON (the only cJSON user)
 LIB_SRCS += src/loop.c       # poll loop with monotonic deadlines
 LIB_SRCS += src/net.c        # UDP sockets, interfaces, broadcast address
@@ -31,7 +32,7 @@ SERVER_SRCS += src/ringchatd.c  # server main: options, identity, sockets, loop
 CLIENT_SRCS =
 CLIENT_SRCS += src/ringchat.c   # client main
 
-UNIT_TESTS = wire uuid ring election heartbeat store control
+UNIT_TESTS = wire uuid ring election heartbeat relay store control
 SIMS       = sim_election
 
 PKGS     = libbsd-overlay libcjson
