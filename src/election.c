@@ -7,10 +7,10 @@
  * docs/ELECTION.md gives the design.  In short: candidates travel the
  * ring in UUID order; every hop is acknowledged and resent, and a
  * neighbour that never acknowledges is marked dead and routed around.
- * Beyond textbook LCR, three rules keep one winner per epoch when views
+ * Beyond textbook LCR, two rules keep one winner per epoch when views
  * of the ring disagree: a server wins only with its own candidacy of
- * this incarnation and epoch, and only when no larger candidate has
- * passed it; a voting of an epoch whose leader is known is dropped.
+ * this life and epoch, and only when no larger candidate has passed it
+ * (best == self); a voting of an epoch whose leader is known is dropped.
  */
 
 static const struct uuid nil_uuid;
@@ -138,7 +138,6 @@ el_enter_epoch(struct election *e, uint64_t epoch)
 	e->epoch = epoch;
 	e->has_leader = false;
 	e->participant = false;
-	e->own_candidacy = false;
 	e->best = nil_uuid;
 	el_cancel_pending(e, false);
 }
@@ -162,8 +161,8 @@ el_between(const struct uuid *a, const struct uuid *x, const struct uuid *b)
  * candidate marked dead by a stale view would circle the ring forever.
  */
 static const struct member *
-el_vote_target(const struct election *e, const struct ring *r,
-    const struct uuid *cand)
+el_vote_target(
+    const struct election *e, const struct ring *r, const struct uuid *cand)
 {
 	const struct member *next, *c;
 
@@ -180,8 +179,8 @@ static void el_win(struct election *, struct ring *, int64_t);
 
 /* Sends cand on; alone on the ring, a server that may win wins. */
 static void
-el_send_vote(struct election *e, struct ring *r, int64_t now_ms,
-    const struct uuid *cand)
+el_send_vote(
+    struct election *e, struct ring *r, int64_t now_ms, const struct uuid *cand)
 {
 	const struct member *to;
 
@@ -208,8 +207,8 @@ el_win(struct election *e, struct ring *r, int64_t now_ms)
 	/* the presumed dead too: they may be back, and retries are cheap */
 	for (i = 0; i < r->n; i++)
 		if (uuid_cmp(&r->m[i].uuid, &e->self) != 0)
-			el_send_tracked(e, true, &r->m[i].uuid, &e->self,
-			    now_ms);
+			el_send_tracked(
+			    e, true, &r->m[i].uuid, &e->self, now_ms);
 	el_send(e, EL_BCAST_LEADER, &nil_uuid, e->epoch, &e->self, 0);
 }
 
@@ -260,9 +259,8 @@ el_seen_before(struct election *e, bool is_leader, const struct uuid *from,
 
 	for (i = 0; i < EL_SEEN_MAX; i++) {
 		s = &e->seen[i];
-		if (s->used && s->is_leader_msg == is_leader &&
-		    s->hop == hop && s->epoch == epoch &&
-		    uuid_cmp(&s->from, from) == 0 &&
+		if (s->used && s->is_leader_msg == is_leader && s->hop == hop &&
+		    s->epoch == epoch && uuid_cmp(&s->from, from) == 0 &&
 		    uuid_cmp(&s->candidate, cand) == 0)
 			return true;
 	}
@@ -313,7 +311,6 @@ election_start(struct election *e, struct ring *r, int64_t now_ms,
 		cand = nil_uuid;
 	} else {
 		cand = e->self;
-		e->own_candidacy = true;
 		e->best = e->self;
 	}
 	el_send_vote(e, r, now_ms, &cand);
@@ -345,7 +342,8 @@ election_on_voting(struct election *e, struct ring *r, int64_t now_ms,
 		el_set_role(e, ROLE_ELECTING);
 		e->deadline_ms = now_ms + e->cfg.timeout_ms;
 	} else if (e->has_leader) {
-		/* this epoch has its leader; a late candidate would be a second */
+		/* this epoch has its leader; a late candidate would be a second
+		 */
 		el_event(e, EL_EV_DROP, from, cand, "leader known");
 		return;
 	} else if (e->role == ROLE_STARTING) {
@@ -357,12 +355,13 @@ election_on_voting(struct election *e, struct ring *r, int64_t now_ms,
 	if (c == 0) {
 		/*
 		 * Our UUID back: a win only if this incarnation stood in this
-		 * epoch (a restarted server may meet its old candidacy) and
-		 * no larger candidate went past us meanwhile.
+		 * epoch and no larger candidate went past us meanwhile, which
+		 * is best == self (best starts nil in each epoch and each
+		 * life, so a restarted server never wins its old vote).
 		 */
-		if (e->abstain || !e->own_candidacy ||
-		    uuid_cmp(&e->best, &e->self) != 0) {
-			el_event(e, EL_EV_DROP, from, cand, "own, not standing");
+		if (e->abstain || uuid_cmp(&e->best, &e->self) != 0) {
+			el_event(
+			    e, EL_EV_DROP, from, cand, "own, not standing");
 			return;
 		}
 		el_win(e, r, now_ms);
@@ -386,7 +385,6 @@ election_on_voting(struct election *e, struct ring *r, int64_t now_ms,
 		return;
 	}
 	e->participant = true;
-	e->own_candidacy = true;
 	e->best = e->self;
 	el_event(e, EL_EV_REPLACE, from, cand, NULL);
 	el_send_vote(e, r, now_ms, &e->self);
@@ -490,11 +488,11 @@ election_tick(struct election *e, struct ring *r, int64_t now_ms)
 	if ((e->role == ROLE_ELECTING || e->role == ROLE_STARTING) &&
 	    now_ms >= e->deadline_ms) {
 		el_event(e, EL_EV_TIMEOUT, &e->self, NULL,
-		    e->role == ROLE_STARTING ? "no leader found" :
-					       "election not over");
+		    e->role == ROLE_STARTING ? "no leader found"
+					     : "election not over");
 		election_start(e, r, now_ms,
-		    e->role == ROLE_STARTING ? "discovery timeout" :
-					       "election timeout",
+		    e->role == ROLE_STARTING ? "discovery timeout"
+					     : "election timeout",
 		    e->abstain);
 	}
 }

@@ -28,51 +28,51 @@ enum election_role {
 };
 
 enum el_out_type {
-	EL_SEND_VOTING, /* to: hop of (epoch, candidate), needs an ack */
-	EL_SEND_ACK,    /* to: acknowledges hop `hop` of epoch */
-	EL_SEND_LEADER, /* to: announces (epoch, leader), needs an ack */
+	EL_SEND_VOTING,	 /* to: hop of (epoch, candidate), needs an ack */
+	EL_SEND_ACK,	 /* to: acknowledges hop `hop` of epoch */
+	EL_SEND_LEADER,	 /* to: announces (epoch, leader), needs an ack */
 	EL_BCAST_LEADER, /* broadcast (epoch, leader) for clients */
-	EL_EVENT        /* something to log / put in the event file */
+	EL_EVENT	 /* something to log / put in the event file */
 };
 
 enum el_event {
-	EL_EV_START,       /* election started: epoch, detail = reason */
-	EL_EV_FORWARD,     /* forwarded candidate to `to` */
-	EL_EV_REPLACE,     /* replaced a smaller candidate with self */
-	EL_EV_DROP,        /* dropped a smaller candidate (already voted) */
-	EL_EV_WIN,         /* own UUID came back: elected */
-	EL_EV_ADOPT,       /* adopted leader `candidate` of epoch */
+	EL_EV_START,	   /* election started: epoch, detail = reason */
+	EL_EV_FORWARD,	   /* forwarded candidate to `to` */
+	EL_EV_REPLACE,	   /* replaced a smaller candidate with self */
+	EL_EV_DROP,	   /* dropped a smaller candidate (already voted) */
+	EL_EV_WIN,	   /* own UUID came back: elected */
+	EL_EV_ADOPT,	   /* adopted leader `candidate` of epoch */
 	EL_EV_STEP_DOWN,   /* was leader, a newer leader exists */
 	EL_EV_MEMBER_DEAD, /* `to` did not acknowledge after retries */
-	EL_EV_TIMEOUT,     /* election did not end in time: restarting */
-	EL_EV_ROLE,        /* role changed: old_role -> new_role */
-	EL_EV_STALE        /* ignored a message of an older epoch */
+	EL_EV_TIMEOUT,	   /* election did not end in time: restarting */
+	EL_EV_ROLE,	   /* role changed: old_role -> new_role */
+	EL_EV_STALE	   /* ignored a message of an older epoch */
 };
 
 struct el_out {
 	enum el_out_type type;
-	struct uuid to;        /* destination (SEND_*) or subject (events) */
+	struct uuid to; /* destination (SEND_*) or subject (events) */
 	uint64_t epoch;
 	struct uuid candidate; /* voting: candidate; leader: the leader */
-	uint64_t hop;          /* hop id: echoed by the ack */
+	uint64_t hop;	       /* hop id: echoed by the ack */
 	enum el_event ev;
 	enum election_role old_role, new_role;
-	const char *detail;    /* static string, may be NULL */
+	const char *detail; /* static string, may be NULL */
 };
 
 struct election_cfg {
 	int64_t retry_ms;   /* resend an unacknowledged hop after this */
-	int retries;        /* resends before the neighbour is marked dead */
+	int retries;	    /* resends before the neighbour is marked dead */
 	int64_t timeout_ms; /* an election not over by then restarts */
 };
 
 #define EL_PENDING_MAX (RING_MAX + 8)
-#define EL_OUT_MAX (4 * RING_MAX + 32)
-#define EL_SEEN_MAX (2 * RING_MAX) /* hops remembered against duplicates */
+#define EL_OUT_MAX     (4 * RING_MAX + 32)
+#define EL_SEEN_MAX    (2 * RING_MAX) /* hops remembered against duplicates */
 
 struct el_pending {
 	bool used;
-	bool is_leader_msg;    /* EL_SEND_LEADER, else EL_SEND_VOTING */
+	bool is_leader_msg; /* EL_SEND_LEADER, else EL_SEND_VOTING */
 	struct uuid to;
 	uint64_t epoch;
 	struct uuid candidate;
@@ -95,12 +95,12 @@ struct election {
 	struct election_cfg cfg;
 	struct uuid self;
 	enum election_role role;
-	uint64_t epoch;        /* highest epoch seen */
-	bool has_leader;       /* leader known for `epoch` */
+	uint64_t epoch;	 /* highest epoch seen */
+	bool has_leader; /* leader known for `epoch` */
 	struct uuid leader;
-	bool participant;      /* sent or forwarded a vote in `epoch` */
-	bool abstain;          /* handing over: never a candidate */
-	int64_t deadline_ms;   /* election timeout, INT64_MAX when none */
+	bool participant;    /* sent or forwarded a vote in `epoch` */
+	bool abstain;	     /* handing over: never a candidate */
+	int64_t deadline_ms; /* election timeout, INT64_MAX when none */
 	/*
 	 * Hop ids start at 1; the caller may seed next_hop after
 	 * election_init (arc4random) so that a restarted server does not
@@ -113,12 +113,15 @@ struct election {
 	uint64_t votes_sent;   /* voting datagrams sent, resends included */
 	uint64_t leaders_sent; /* leader datagrams sent, resends included */
 	uint64_t out_overflow; /* outputs lost to a full outbox (a bug) */
-	/* Added to the first contract: */
-	bool own_candidacy;    /* sent own UUID as candidate in `epoch` */
-	struct uuid best;      /* highest candidate sent in `epoch`, or nil */
+	/*
+	 * Added to the first contract.  best: the highest candidate sent or
+	 * passed on in `epoch`, nil when none; a server wins only when its
+	 * UUID comes back and best is itself.
+	 */
+	struct uuid best;
 	struct el_seen seen[EL_SEEN_MAX];
-	size_t seen_next;      /* ring buffer cursor into seen[] */
-	uint64_t dups;         /* duplicate hops acked and ignored */
+	size_t seen_next;	   /* ring buffer cursor into seen[] */
+	uint64_t dups;		   /* duplicate hops acked and ignored */
 	uint64_t pending_overflow; /* hops sent untracked: table full (a bug) */
 };
 

@@ -78,8 +78,8 @@ hb_follower_on_beat(struct hb_follower *f, int64_t now_ms)
 }
 
 void
-hb_follower_on_probeack(struct hb_follower *f, int64_t now_ms,
-    uint64_t probe_id)
+hb_follower_on_probeack(
+    struct hb_follower *f, int64_t now_ms, uint64_t probe_id)
 {
 	/* a late answer to an old probe proves nothing about now */
 	if (f->state != HB_SUSPECT || probe_id != f->probe_id)
@@ -209,8 +209,8 @@ hb_leader_tick(struct hb_leader *l, int64_t now_ms)
 	}
 	if (now_ms >= l->next_dead_round_ms) {
 		bits |= HB_ROUND_DEAD;
-		hb_advance(&l->next_dead_round_ms, l->cfg.dead_retry_ms,
-		    now_ms);
+		hb_advance(
+		    &l->next_dead_round_ms, l->cfg.dead_retry_ms, now_ms);
 	}
 	return bits;
 }
@@ -220,8 +220,8 @@ hb_leader_next_deadline(const struct hb_leader *l)
 {
 	if (!l->active)
 		return INT64_MAX;
-	return l->next_round_ms < l->next_dead_round_ms ?
-	    l->next_round_ms : l->next_dead_round_ms;
+	return l->next_round_ms < l->next_dead_round_ms ? l->next_round_ms
+							: l->next_dead_round_ms;
 }
 
 size_t
@@ -239,8 +239,8 @@ hb_leader_reap(const struct hb_leader *l, struct ring *r, int64_t now_ms,
 		m = &r->m[i];
 		if (!m->alive || uuid_cmp(&m->uuid, &r->self) == 0)
 			continue;
-		since = m->last_seen_ms > l->started_ms ? m->last_seen_ms :
-		    l->started_ms;
+		since = m->last_seen_ms > l->started_ms ? m->last_seen_ms
+							: l->started_ms;
 		if (since >= now_ms - limit)
 			continue;
 		if (ring_set_alive(r, &m->uuid, false) == 1)

@@ -19,18 +19,18 @@
 #define HB_INDIRECT 2
 
 struct hb_cfg {
-	int64_t interval_ms;      /* leader beat period */
-	int misses;               /* missed beats before suspicion */
-	int64_t probe_window_ms;  /* time allowed for a probe answer */
-	int probe_tries;          /* probes sent within the window */
-	int64_t dead_retry_ms;    /* beat period to members thought dead */
+	int64_t interval_ms;	 /* leader beat period */
+	int misses;		 /* missed beats before suspicion */
+	int64_t probe_window_ms; /* time allowed for a probe answer */
+	int probe_tries;	 /* probes sent within the window */
+	int64_t dead_retry_ms;	 /* beat period to members thought dead */
 };
 
 enum hb_action {
 	HB_NONE,
-	HB_PROBE,  /* send a probe (id hb->probe_id) to the leader, directly
-		      and through other members */
-	HB_DEAD    /* the leader is dead: start an election */
+	HB_PROBE, /* send a probe (id hb->probe_id) to the leader, directly
+		     and through other members */
+	HB_DEAD	  /* the leader is dead: start an election */
 };
 
 enum hb_state { HB_IDLE, HB_OK, HB_SUSPECT };
@@ -42,9 +42,9 @@ struct hb_follower {
 	int64_t suspect_since_ms;
 	int64_t next_probe_ms;
 	int probes_sent;
-	uint64_t probe_id;
-	uint64_t suspicions;   /* times the leader became suspect */
-	uint64_t refuted;      /* suspicions cleared (a beat or a probe answer) */
+	uint64_t probe_id; /* of the last suspicion; may be seeded after init */
+	uint64_t suspicions; /* times the leader became suspect */
+	uint64_t refuted;    /* suspicions cleared (a beat or a probe answer) */
 };
 
 void hb_follower_init(struct hb_follower *, const struct hb_cfg *);
@@ -54,8 +54,8 @@ void hb_follower_watch(struct hb_follower *, int64_t now_ms);
 void hb_follower_stop(struct hb_follower *);
 void hb_follower_on_beat(struct hb_follower *, int64_t now_ms);
 /* A probe answer for probe_id, direct or relayed. */
-void hb_follower_on_probeack(struct hb_follower *, int64_t now_ms,
-    uint64_t probe_id);
+void hb_follower_on_probeack(
+    struct hb_follower *, int64_t now_ms, uint64_t probe_id);
 enum hb_action hb_follower_tick(struct hb_follower *, int64_t now_ms);
 int64_t hb_follower_next_deadline(const struct hb_follower *);
 /* Whole beat intervals since the last beat: the missed-beat counter. */
@@ -71,8 +71,8 @@ struct hb_leader {
 	bool active;
 	int64_t next_round_ms;
 	int64_t next_dead_round_ms;
-	int64_t started_ms;       /* when hb_leader_start was called */
-	uint64_t seq;             /* live rounds since hb_leader_start */
+	int64_t started_ms; /* when hb_leader_start was called */
+	uint64_t seq;	    /* live rounds since hb_leader_start */
 };
 
 void hb_leader_init(struct hb_leader *, const struct hb_cfg *);

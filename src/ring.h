@@ -8,19 +8,19 @@
 
 #include "uuid.h"
 
-#define RING_MAX 64        /* servers in one cluster */
-#define RING_NAME_MAX 64   /* bytes of a server name, NUL included */
-#define RING_ADDR_MAX 16   /* dotted IPv4, NUL included */
+#define RING_MAX      64 /* servers in one cluster */
+#define RING_NAME_MAX 64 /* bytes of a server name, NUL included */
+#define RING_ADDR_MAX 16 /* dotted IPv4, NUL included */
 
 struct member {
 	struct uuid uuid;
 	char name[RING_NAME_MAX];
 	char addr[RING_ADDR_MAX]; /* dotted IPv4 */
-	uint16_t port;            /* data port */
-	uint16_t ctl_port;        /* control port */
+	uint16_t port;		  /* data port */
+	uint16_t ctl_port;	  /* control port */
 	bool alive;
-	int64_t last_seen_ms;     /* monotonic; 0 = never heard */
-	int64_t last_seen_wall;   /* seconds since the epoch, for servers.json */
+	int64_t last_seen_ms;	/* monotonic; 0 = never heard */
+	int64_t last_seen_wall; /* seconds since the epoch, for servers.json */
 };
 
 /* Members sorted by UUID ascending; self is always a member. */

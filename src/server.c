@@ -325,6 +325,9 @@ log_election_event(struct server *s, const struct el_out *o, int64_t now)
 	case EL_EV_ADOPT:
 		log_info("leader is %s, epoch %llu", b,
 		    (unsigned long long)o->epoch);
+		/* A new leader to watch, even without a role change. */
+		if (s->el.role == ROLE_BACKUP)
+			hb_follower_watch(&s->hbf, now);
 		servers_changed(s);
 		break;
 	case EL_EV_STEP_DOWN:
@@ -757,8 +760,8 @@ static void
 on_probeack(struct server *s, const struct wire_msg *m,
     const struct sockaddr_in *from, int64_t now)
 {
-	struct uuid origin, target;
-	uint64_t id;
+	struct uuid origin, target, leader;
+	uint64_t id, epoch;
 	struct wire_msg r;
 
 	if (wire_get_u64(m, "id", &id) == -1 ||
@@ -773,7 +776,21 @@ on_probeack(struct server *s, const struct wire_msg *m,
 		wire_add(&r, "id", wire_get(m, "id"));
 		wire_add(&r, "origin", wire_get(m, "origin"));
 		wire_add(&r, "target", wire_get(m, "target"));
+		if (wire_get(m, "epoch") != NULL)
+			wire_add(&r, "epoch", wire_get(m, "epoch"));
+		if (wire_get(m, "leader") != NULL)
+			wire_add(&r, "leader", wire_get(m, "leader"));
 		send_to_member(s, &origin, &r);
+		return;
+	}
+	/*
+	 * The answer refutes a suspicion only when the target still leads
+	 * the (epoch, leader) we follow; otherwise its view may be newer.
+	 */
+	if (leader_view(m, &epoch, &leader) == 1 &&
+	    (epoch != s->el.epoch || uuid_cmp(&leader, &target) != 0)) {
+		election_observe_leader(&s->el, &s->ring, now, epoch, &leader);
+		server_apply_election(s, now);
 		return;
 	}
 	if (s->el.has_leader && uuid_cmp(&target, &s->el.leader) == 0) {
@@ -1655,6 +1672,10 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	election_init(&s->el, &me.uuid, &s->cfg.el, 0);
 	hb_follower_init(&s->hbf, &s->cfg.hb);
 	hb_leader_init(&s->hbl, &s->cfg.hb);
+	/* A restarted server must not reuse the hop and probe ids of its
+	 * previous life: acks still in flight would match them. */
+	s->el.next_hop = ((uint64_t)arc4random() << 20) + 1;
+	s->hbf.probe_id = (uint64_t)arc4random() << 20;
 	load_servers(s);
 	load_peers(s);
 	open_control_socket(s);

@@ -50,8 +50,8 @@ struct where {
 
 static int seterr(struct store_error *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
-static int doc_fail(const struct doc *, const struct where *, const char *,
-    ...) __attribute__((format(printf, 3, 4)));
+static int doc_fail(const struct doc *, const struct where *, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
 static void where_path(struct where *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -194,8 +194,8 @@ describe(const struct doc *d, size_t i, char *buf, size_t bufsz)
 	else if (utf8_check(d->text + i, d->len - i) != 0) {
 		/* A valid character: show it, it is what the reader sees. */
 		for (n = 1; n < 4 && i + n < d->len &&
-		    ((unsigned char)d->text[i + n] & 0xc0) == 0x80;
-		    n++)
+		     ((unsigned char)d->text[i + n] & 0xc0) == 0x80;
+		     n++)
 			;
 		(void)snprintf(buf, bufsz, "'%.*s'", (int)n, d->text + i);
 	} else
@@ -208,8 +208,8 @@ expected(const struct doc *d, size_t i, const char *what)
 	char found[48], msg[128];
 
 	describe(d, i, found, sizeof(found));
-	(void)snprintf(msg, sizeof(msg), "expected %s but found %s", what,
-	    found);
+	(void)snprintf(
+	    msg, sizeof(msg), "expected %s but found %s", what, found);
 	return doc_fail_at(d, i, msg);
 }
 
@@ -259,8 +259,8 @@ check_string(const struct doc *d, size_t *ip)
 				return doc_fail_at(d, i, "invalid UTF-8");
 			/* Step over one character only. */
 			for (i++; i < d->len &&
-			    ((unsigned char)d->text[i] & 0xc0) == 0x80;
-			    i++)
+			     ((unsigned char)d->text[i] & 0xc0) == 0x80;
+			     i++)
 				;
 			continue;
 		}
@@ -288,8 +288,8 @@ check_string(const struct doc *d, size_t *ip)
 			    d->text[i + 7] != 'u' ||
 			    hex4(d->text + i + 8, &lo) == -1 || lo < 0xdc00 ||
 			    lo > 0xdfff)
-				return doc_fail_at(d, i,
-				    "unpaired UTF-16 surrogate");
+				return doc_fail_at(
+				    d, i, "unpaired UTF-16 surrogate");
 			i += 6;
 		}
 		i += 6;
@@ -375,13 +375,15 @@ json_check(const struct doc *d)
 		switch (st) {
 		case S_VALUE_OR_END:
 		case S_VALUE:
-			if (i >= d->len || strchr("{[\"-0123456789tfn", c) == NULL)
-				return expected(d, i, st == S_VALUE ?
-				    "a value" : "a value or ']'");
+			if (i >= d->len ||
+			    strchr("{[\"-0123456789tfn", c) == NULL)
+				return expected(d, i,
+				    st == S_VALUE ? "a value"
+						  : "a value or ']'");
 			if (c == '{' || c == '[') {
 				if (depth == JSON_DEPTH_MAX)
-					return doc_fail_at(d, i,
-					    "nested too deeply");
+					return doc_fail_at(
+					    d, i, "nested too deeply");
 				stack[depth++] = c;
 				st = c == '{' ? S_KEY_OR_END : S_VALUE_OR_END;
 				i++;
@@ -409,8 +411,9 @@ json_check(const struct doc *d)
 		case S_KEY_OR_END:
 		case S_KEY:
 			if (i >= d->len || c != '"')
-				return expected(d, i, st == S_KEY ?
-				    "a string key" : "a string key or '}'");
+				return expected(d, i,
+				    st == S_KEY ? "a string key"
+						: "a string key or '}'");
 			if (check_string(d, &i) == -1)
 				return -1;
 			i = skip_ws(d, i);
@@ -421,8 +424,8 @@ json_check(const struct doc *d)
 			break;
 		case S_AFTER:
 			if (depth == 0)
-				return expected(d, i,
-				    "end of file after the value");
+				return expected(
+				    d, i, "end of file after the value");
 			if (c == ',') {
 				st = stack[depth - 1] == '{' ? S_KEY : S_VALUE;
 				i++;
@@ -430,8 +433,9 @@ json_check(const struct doc *d)
 				depth--;
 				i++;
 			} else
-				return expected(d, i, stack[depth - 1] == '{' ?
-				    "',' or '}'" : "',' or ']'");
+				return expected(d, i,
+				    stack[depth - 1] == '{' ? "',' or '}'"
+							    : "',' or ']'");
 			break;
 		}
 	}
@@ -556,20 +560,17 @@ static void
 where_member(const struct doc *d, const struct where *ow, size_t idx,
     const char *key, struct where *w)
 {
-	where_path(w, "%s%s%s", ow->path, ow->path[0] != '\0' ? "." : "",
-	    key);
-	w->has_off = ow->has_off &&
-	    locate_child(d, ow->off, idx, &w->off) == 0;
+	where_path(w, "%s%s%s", ow->path, ow->path[0] != '\0' ? "." : "", key);
+	w->has_off = ow->has_off && locate_child(d, ow->off, idx, &w->off) == 0;
 }
 
 /* w becomes element idx of the array at aw. */
 static void
-where_elem(const struct doc *d, const struct where *aw, size_t idx,
-    struct where *w)
+where_elem(
+    const struct doc *d, const struct where *aw, size_t idx, struct where *w)
 {
 	where_path(w, "%s[%zu]", aw->path, idx);
-	w->has_off = aw->has_off &&
-	    locate_child(d, aw->off, idx, &w->off) == 0;
+	w->has_off = aw->has_off && locate_child(d, aw->off, idx, &w->off) == 0;
 }
 
 /*
@@ -577,8 +578,8 @@ where_elem(const struct doc *d, const struct where *aw, size_t idx,
  * the whole array stays linear in its length.
  */
 static void
-where_next(const struct doc *d, const struct where *aw, size_t idx,
-    struct where *w)
+where_next(
+    const struct doc *d, const struct where *aw, size_t idx, struct where *w)
 {
 	size_t i;
 
@@ -623,8 +624,8 @@ doc_parse(struct doc *d, const char *name, const char *text, size_t len,
 	*rootp = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (*rootp == NULL) {
 		/* The text is valid JSON: cJSON ran out of memory. */
-		return seterr(err, "%s: out of memory parsing %zu bytes", name,
-		    len);
+		return seterr(
+		    err, "%s: out of memory parsing %zu bytes", name, len);
 	}
 	return 0;
 }
@@ -644,8 +645,8 @@ check_name(const char *s, size_t max, char *why, size_t whysz)
 	if (n == 0)
 		return "expected a non-empty string";
 	if (n == max) {
-		(void)snprintf(why, whysz, "too long (at most %zu bytes)",
-		    max - 1);
+		(void)snprintf(
+		    why, whysz, "too long (at most %zu bytes)", max - 1);
 		return why;
 	}
 	if (utf8_check(s, n) != n)
@@ -842,8 +843,9 @@ json_uint(const struct doc *d, const cJSON *it, const struct where *w,
 				goto bad;
 			v = v * 10 + dig;
 		}
-		if (i < d->len && (d->text[i] == '.' || d->text[i] == 'e' ||
-				      d->text[i] == 'E'))
+		if (i < d->len &&
+		    (d->text[i] == '.' || d->text[i] == 'e' ||
+			d->text[i] == 'E'))
 			goto bad;
 	} else {
 		/* Not located (cannot happen after json_check): be strict. */
@@ -860,13 +862,13 @@ json_uint(const struct doc *d, const cJSON *it, const struct where *w,
 bad:
 	if (max == UINT64_MAX)
 		return doc_fail(d, w, "expected an integer 0..%" PRIu64, max);
-	return doc_fail(d, w, "expected an integer %" PRIu64 "..%" PRIu64,
-	    min, max);
+	return doc_fail(
+	    d, w, "expected an integer %" PRIu64 "..%" PRIu64, min, max);
 }
 
 static int
-json_port(const struct doc *d, const cJSON *it, const struct where *w,
-    uint16_t *out)
+json_port(
+    const struct doc *d, const cJSON *it, const struct where *w, uint16_t *out)
 {
 	uint64_t v;
 
@@ -877,8 +879,8 @@ json_port(const struct doc *d, const cJSON *it, const struct where *w,
 }
 
 static int
-json_bool(const struct doc *d, const cJSON *it, const struct where *w,
-    bool *out)
+json_bool(
+    const struct doc *d, const cJSON *it, const struct where *w, bool *out)
 {
 	if (!cJSON_IsBool(it))
 		return doc_fail(d, w, "expected true or false");
@@ -928,18 +930,18 @@ json_addr(const struct doc *d, const cJSON *it, const struct where *w,
 }
 
 static int
-json_uuid(const struct doc *d, const cJSON *it, const struct where *w,
-    struct uuid *u)
+json_uuid(
+    const struct doc *d, const cJSON *it, const struct where *w, struct uuid *u)
 {
 	if (!cJSON_IsString(it) || uuid_parse(u, it->valuestring) == -1)
-		return doc_fail(d, w,
-		    "expected a UUID (8-4-4-4-12 hex digits)");
+		return doc_fail(
+		    d, w, "expected a UUID (8-4-4-4-12 hex digits)");
 	return 0;
 }
 
 static int
-json_time(const struct doc *d, const cJSON *it, const struct where *w,
-    int64_t *t)
+json_time(
+    const struct doc *d, const cJSON *it, const struct where *w, int64_t *t)
 {
 	if (cJSON_IsNull(it)) {
 		*t = 0;
@@ -995,8 +997,8 @@ member_from_json(const struct doc *d, const cJSON *o, const struct where *ow,
 }
 
 static int
-servers_from_json(const struct doc *d, const cJSON *root,
-    struct servers_state *s)
+servers_from_json(
+    const struct doc *d, const cJSON *root, struct servers_state *s)
 {
 	const cJSON *it, *arr, *el;
 	struct where rw, w, aw, ew;
@@ -1009,7 +1011,8 @@ servers_from_json(const struct doc *d, const cJSON *root,
 	    json_uint(d, it, &w, 0, UINT64_MAX, &s->version) == -1)
 		return -1;
 	if (get_member(d, root, &rw, "epoch", false, &it, &w) == -1 ||
-	    (it != NULL && json_uint(d, it, &w, 0, UINT64_MAX, &s->epoch) == -1))
+	    (it != NULL &&
+		json_uint(d, it, &w, 0, UINT64_MAX, &s->epoch) == -1))
 		return -1;
 	if (get_member(d, root, &rw, "leader", false, &it, &w) == -1)
 		return -1;
@@ -1028,16 +1031,16 @@ servers_from_json(const struct doc *d, const cJSON *root,
 	{
 		where_next(d, &aw, i, &ew);
 		if (i == RING_MAX)
-			return doc_fail(d, &ew, "more than %d servers",
-			    RING_MAX);
+			return doc_fail(
+			    d, &ew, "more than %d servers", RING_MAX);
 		if (member_from_json(d, el, &ew, &s->m[i]) == -1)
 			return -1;
 		for (j = 0; j < i; j++) {
 			if (uuid_cmp(&s->m[j].uuid, &s->m[i].uuid) != 0)
 				continue;
 			(void)get_member(d, el, &ew, "uuid", true, &it, &w);
-			return doc_fail(d, &w, "duplicate of servers[%zu].uuid",
-			    j);
+			return doc_fail(
+			    d, &w, "duplicate of servers[%zu].uuid", j);
 		}
 		i++;
 	}
@@ -1069,8 +1072,8 @@ out:
 /* ---- users.json ------------------------------------------------------ */
 
 static int
-user_from_json(const struct doc *d, const cJSON *o, const struct where *ow,
-    struct user *u)
+user_from_json(
+    const struct doc *d, const cJSON *o, const struct where *ow, struct user *u)
 {
 	const cJSON *it, *r;
 	struct where w, rw;
@@ -1104,14 +1107,14 @@ user_from_json(const struct doc *d, const cJSON *o, const struct where *ow,
 	{
 		where_next(d, &w, k, &rw);
 		if (k == USER_ROOMS_MAX)
-			return doc_fail(d, &rw, "more than %d rooms",
-			    USER_ROOMS_MAX);
+			return doc_fail(
+			    d, &rw, "more than %d rooms", USER_ROOMS_MAX);
 		if (json_room(d, r, &rw, u->rooms[k]) == -1)
 			return -1;
 		for (j = 0; j < k; j++) {
 			if (strcmp(u->rooms[j], u->rooms[k]) == 0)
-				return doc_fail(d, &rw, "duplicate of rooms[%zu]",
-				    j);
+				return doc_fail(
+				    d, &rw, "duplicate of rooms[%zu]", j);
 		}
 		k++;
 	}
@@ -1270,9 +1273,9 @@ read_file(const char *path, char **bufp, size_t *lenp, struct store_error *err)
 		if (len == cap - 1) {
 			if (len > STORE_FILE_MAX)
 				goto toolarge;
-			ncap = cap * 2 > (size_t)STORE_FILE_MAX + 2 ?
-			    (size_t)STORE_FILE_MAX + 2 :
-			    cap * 2;
+			ncap = cap * 2 > (size_t)STORE_FILE_MAX + 2
+			    ? (size_t)STORE_FILE_MAX + 2
+			    : cap * 2;
 			if ((nbuf = realloc(buf, ncap)) == NULL) {
 				seterr(err, "%s: out of memory", path);
 				goto out;
@@ -1300,8 +1303,7 @@ read_file(const char *path, char **bufp, size_t *lenp, struct store_error *err)
 	rv = 0;
 	goto out;
 toolarge:
-	seterr(err, "%s: too large (more than %d bytes)", path,
-	    STORE_FILE_MAX);
+	seterr(err, "%s: too large (more than %d bytes)", path, STORE_FILE_MAX);
 out:
 	free(buf);
 	(void)close(fd);
@@ -1309,8 +1311,8 @@ out:
 }
 
 int
-store_write_atomic(const char *path, const void *data, size_t len,
-    struct store_error *err)
+store_write_atomic(
+    const char *path, const void *data, size_t len, struct store_error *err)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX], *slash;
 	const char *p = data, *what;
@@ -1481,8 +1483,8 @@ check_servers(const struct servers_state *s, struct store_error *err)
 		return seterr(err, "servers: more than %d servers", RING_MAX);
 	for (i = 0; i < s->n; i++) {
 		m = &s->m[i];
-		if ((why = check_name(m->name, sizeof(m->name), tmp,
-			 sizeof(tmp))) != NULL)
+		if ((why = check_name(
+			 m->name, sizeof(m->name), tmp, sizeof(tmp))) != NULL)
 			return seterr(err, "servers[%zu].name: %s", i, why);
 		if ((why = check_addr(m->addr)) != NULL)
 			return seterr(err, "servers[%zu].addr: %s", i, why);
@@ -1496,8 +1498,8 @@ check_servers(const struct servers_state *s, struct store_error *err)
 			    "1..65535",
 			    i);
 		if (check_time(m->last_seen_wall) == -1)
-			return seterr(err, "servers[%zu].last_seen: out of range",
-			    i);
+			return seterr(
+			    err, "servers[%zu].last_seen: out of range", i);
 		for (j = 0; j < i; j++) {
 			if (uuid_cmp(&s->m[j].uuid, &m->uuid) == 0)
 				return seterr(err,
@@ -1510,8 +1512,8 @@ check_servers(const struct servers_state *s, struct store_error *err)
 }
 
 char *
-store_format_servers(const struct servers_state *s, size_t *lenp,
-    struct store_error *err)
+store_format_servers(
+    const struct servers_state *s, size_t *lenp, struct store_error *err)
 {
 	cJSON *root = NULL, *arr, *o;
 	char *text = NULL;
@@ -1535,7 +1537,8 @@ store_format_servers(const struct servers_state *s, size_t *lenp,
 			ok = false;
 		}
 		ok = ok && add_uuid(o, "uuid", &m->uuid) &&
-		    add_str(o, "name", m->name) && add_str(o, "addr", m->addr) &&
+		    add_str(o, "name", m->name) &&
+		    add_str(o, "addr", m->addr) &&
 		    add_u64(o, "port", m->port) &&
 		    add_u64(o, "ctl_port", m->ctl_port) &&
 		    add_bool(o, "alive", m->alive) &&
@@ -1561,8 +1564,8 @@ check_users(const struct users_state *s, struct store_error *err)
 
 	for (i = 0; i < s->n; i++) {
 		u = &s->u[i];
-		if ((why = check_name(u->name, sizeof(u->name), tmp,
-			 sizeof(tmp))) != NULL)
+		if ((why = check_name(
+			 u->name, sizeof(u->name), tmp, sizeof(tmp))) != NULL)
 			return seterr(err, "users[%zu].name: %s", i, why);
 		if ((why = check_addr(u->addr)) != NULL)
 			return seterr(err, "users[%zu].addr: %s", i, why);
@@ -1570,11 +1573,12 @@ check_users(const struct users_state *s, struct store_error *err)
 			return seterr(err,
 			    "users[%zu].port: expected an integer 1..65535", i);
 		if (check_time(u->last_seen) == -1)
-			return seterr(err, "users[%zu].last_seen: out of range",
-			    i);
+			return seterr(
+			    err, "users[%zu].last_seen: out of range", i);
 		if (u->nrooms > USER_ROOMS_MAX)
-			return seterr(err, "users[%zu].rooms: more than %d rooms",
-			    i, USER_ROOMS_MAX);
+			return seterr(err,
+			    "users[%zu].rooms: more than %d rooms", i,
+			    USER_ROOMS_MAX);
 		for (k = 0; k < u->nrooms; k++) {
 			if ((why = check_room(u->rooms[k], tmp, sizeof(tmp))) !=
 			    NULL)
@@ -1592,14 +1596,14 @@ check_users(const struct users_state *s, struct store_error *err)
 	if ((r = users_find_dup(s->u, s->n, &dup, &orig)) == -1)
 		return seterr(err, "out of memory");
 	if (r == 1)
-		return seterr(err, "users[%zu].name: duplicate of users[%zu].name",
-		    dup, orig);
+		return seterr(err,
+		    "users[%zu].name: duplicate of users[%zu].name", dup, orig);
 	return 0;
 }
 
 char *
-store_format_users(const struct users_state *s, size_t *lenp,
-    struct store_error *err)
+store_format_users(
+    const struct users_state *s, size_t *lenp, struct store_error *err)
 {
 	cJSON *root = NULL, *arr, *o, *rooms;
 	char *text = NULL;
@@ -1621,7 +1625,8 @@ store_format_users(const struct users_state *s, size_t *lenp,
 			ok = false;
 		}
 		ok = ok && add_str(o, "name", u->name) &&
-		    add_str(o, "addr", u->addr) && add_u64(o, "port", u->port) &&
+		    add_str(o, "addr", u->addr) &&
+		    add_u64(o, "port", u->port) &&
 		    add_bool(o, "online", u->online) &&
 		    (rooms = cJSON_AddArrayToObject(o, "rooms")) != NULL;
 		for (k = 0; ok && k < u->nrooms; k++) {
@@ -1663,8 +1668,8 @@ write_text(const char *path, char *text, size_t len, struct store_error *err)
 }
 
 int
-store_read_servers(const char *path, struct servers_state *s,
-    struct store_error *err)
+store_read_servers(
+    const char *path, struct servers_state *s, struct store_error *err)
 {
 	char *buf = NULL;
 	size_t len;
@@ -1681,20 +1686,21 @@ store_read_servers(const char *path, struct servers_state *s,
 }
 
 int
-store_write_servers(const char *path, const struct servers_state *s,
-    struct store_error *err)
+store_write_servers(
+    const char *path, const struct servers_state *s, struct store_error *err)
 {
 	size_t len = 0;
 	char *text;
 
-	/* Two statements: the order of evaluation of arguments is unspecified. */
+	/* Two statements: the order of evaluation of arguments is unspecified.
+	 */
 	text = store_format_servers(s, &len, err);
 	return write_text(path, text, len, err);
 }
 
 int
-store_read_users(const char *path, struct users_state *s,
-    struct store_error *err)
+store_read_users(
+    const char *path, struct users_state *s, struct store_error *err)
 {
 	char *buf = NULL;
 	size_t len;
@@ -1711,20 +1717,21 @@ store_read_users(const char *path, struct users_state *s,
 }
 
 int
-store_write_users(const char *path, const struct users_state *s,
-    struct store_error *err)
+store_write_users(
+    const char *path, const struct users_state *s, struct store_error *err)
 {
 	size_t len = 0;
 	char *text;
 
-	/* Two statements: the order of evaluation of arguments is unspecified. */
+	/* Two statements: the order of evaluation of arguments is unspecified.
+	 */
 	text = store_format_users(s, &len, err);
 	return write_text(path, text, len, err);
 }
 
 int
-store_read_identity(const char *path, struct uuid *u, char *name,
-    size_t namesz, struct store_error *err)
+store_read_identity(const char *path, struct uuid *u, char *name, size_t namesz,
+    struct store_error *err)
 {
 	const cJSON *it;
 	struct where rw, w;
@@ -1763,8 +1770,8 @@ out:
 }
 
 int
-store_write_identity(const char *path, const struct uuid *u,
-    const char *name, struct store_error *err)
+store_write_identity(const char *path, const struct uuid *u, const char *name,
+    struct store_error *err)
 {
 	const char *why;
 	cJSON *root;
@@ -1847,7 +1854,8 @@ store_status_json(const struct store_status *st)
 	if ((root = cJSON_CreateObject()) == NULL)
 		return NULL;
 	ok = add_str(root, "name", st->name) &&
-	    add_uuid(root, "uuid", st->uuid) && add_str(root, "role", st->role) &&
+	    add_uuid(root, "uuid", st->uuid) &&
+	    add_str(root, "role", st->role) &&
 	    add_u64(root, "epoch", st->epoch) &&
 	    add_uuid(root, "leader", st->has_leader ? st->leader : NULL) &&
 	    add_u64(root, "servers_version", st->servers_version) &&
@@ -1865,13 +1873,15 @@ store_status_json(const struct store_status *st)
 			ok = false;
 		}
 		ok = ok && add_uuid(o, "uuid", &m->uuid) &&
-		    add_str(o, "name", m->name) && add_str(o, "addr", m->addr) &&
+		    add_str(o, "name", m->name) &&
+		    add_str(o, "addr", m->addr) &&
 		    add_u64(o, "port", m->port) &&
 		    add_u64(o, "ctl_port", m->ctl_port) &&
 		    add_bool(o, "alive", m->alive) &&
 		    add_bool(o, "self", uuid_cmp(&m->uuid, &ring->self) == 0) &&
-		    add_bool(o, "leader", st->has_leader && st->leader != NULL &&
-			uuid_cmp(&m->uuid, st->leader) == 0);
+		    add_bool(o, "leader",
+			st->has_leader && st->leader != NULL &&
+			    uuid_cmp(&m->uuid, st->leader) == 0);
 	}
 	if (ok)
 		s = cJSON_PrintUnformatted(root);

@@ -27,16 +27,16 @@ struct store_error {
 /* servers.json: the membership as this server knows it. */
 struct servers_state {
 	uint64_t version; /* bumped by every change */
-	uint64_t epoch;   /* epoch of `leader` */
+	uint64_t epoch;	  /* epoch of `leader` */
 	bool has_leader;
 	struct uuid leader;
 	struct member m[RING_MAX];
 	size_t n;
 };
 
-#define USER_NAME_MAX 32  /* bytes of a user name, NUL included */
+#define USER_NAME_MAX  32 /* bytes of a user name, NUL included */
 #define USER_ROOMS_MAX 16
-#define ROOM_NAME_MAX 32  /* "#room", NUL included */
+#define ROOM_NAME_MAX  32 /* "#room", NUL included */
 
 struct user {
 	char name[USER_NAME_MAX];
@@ -56,18 +56,18 @@ struct users_state {
 };
 
 /* mkstemp in the same directory, write, fsync, rename, fsync the dir. */
-int store_write_atomic(const char *path, const void *data, size_t len,
-    struct store_error *);
+int store_write_atomic(
+    const char *path, const void *data, size_t len, struct store_error *);
 
 int store_read_identity(const char *path, struct uuid *, char *name,
     size_t namesz, struct store_error *);
 int store_write_identity(const char *path, const struct uuid *,
     const char *name, struct store_error *);
 
-int store_read_servers(const char *path, struct servers_state *,
-    struct store_error *);
-int store_write_servers(const char *path, const struct servers_state *,
-    struct store_error *);
+int store_read_servers(
+    const char *path, struct servers_state *, struct store_error *);
+int store_write_servers(
+    const char *path, const struct servers_state *, struct store_error *);
 /* Parses servers.json text already in memory (the --peers file too). */
 int store_parse_servers(const char *name, const char *text, size_t len,
     struct servers_state *, struct store_error *);
@@ -82,10 +82,10 @@ void store_users_free(struct users_state *);
 struct user *store_users_add(struct users_state *);
 /* The user called name (byte-exact), NULL when none. */
 struct user *store_users_find(struct users_state *, const char *name);
-int store_read_users(const char *path, struct users_state *,
-    struct store_error *);
-int store_write_users(const char *path, const struct users_state *,
-    struct store_error *);
+int
+store_read_users(const char *path, struct users_state *, struct store_error *);
+int store_write_users(
+    const char *path, const struct users_state *, struct store_error *);
 int store_parse_users(const char *name, const char *text, size_t len,
     struct users_state *, struct store_error *);
 
@@ -95,10 +95,10 @@ int store_parse_users(const char *name, const char *text, size_t len,
  * err->text set ("servers[2].name: too long ...") when the state breaks
  * the schema, so that nothing is written that a reader would refuse.
  */
-char *store_format_servers(const struct servers_state *, size_t *len,
-    struct store_error *);
-char *store_format_users(const struct users_state *, size_t *len,
-    struct store_error *);
+char *store_format_servers(
+    const struct servers_state *, size_t *len, struct store_error *);
+char *store_format_users(
+    const struct users_state *, size_t *len, struct store_error *);
 
 /* One key/value of a flat JSON object line (events, client script mode). */
 enum store_kv_type { KV_STR, KV_INT, KV_BOOL, KV_UINT };
@@ -115,8 +115,7 @@ struct store_kv {
  * (nothing is truncated), or when a key is NULL or a string is not
  * valid UTF-8.  A NULL KV_STR is written as null.
  */
-int store_json_line(char *out, size_t outsz, const struct store_kv *,
-    size_t n);
+int store_json_line(char *out, size_t outsz, const struct store_kv *, size_t n);
 
 /* What `status json` reports; ring entries come from ring. */
 struct store_status {

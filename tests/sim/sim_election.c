@@ -1,4 +1,4 @@
-/* sim_election: the election and failure detector under loss, crashes, partitions. */
+/* sim_election: the election and failure detector under faults, simulated. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,38 +17,64 @@
  * and heartbeat state, exchanging simulated datagrams over a network
  * with loss, duplication and delay (hence reordering), on a virtual
  * clock in milliseconds.  Servers crash and restart (keeping UUID and
- * epoch) and the network splits and heals.  All randomness comes from
- * one PRNG seeded by the seed, so `--seed S` replays a world exactly.
+ * epoch), leaders hand over and quit, and the network splits and heals.
+ * Then the faults stop and the cluster must settle.  Three more worlds
+ * per seed run with no fault at all, to count messages.  All randomness
+ * comes from PRNGs seeded by the seed (one per world), so `--seed S`
+ * replays a seed exactly, verbosely.
  *
  * What is checked, and why it is stated so, is in check_instant(),
- * check_settled() and run_nofault(); docs/ELECTION.md explains it too.
+ * note_win(), srv_sync(), check_settled() and run_nofault();
+ * docs/ELECTION.md explains it too.
  */
 
 #define SIM_MAXN 9
 #define SIM_MINN 2
 
-#define T_FAULTS_MIN 6000   /* length of the fault phase */
+#define T_FAULTS_MIN 6000 /* length of the fault phase */
 #define T_FAULTS_MAX 15000
-#define T_SETTLE 10000      /* liveness bound after the last fault */
-#define T_STABLE 3000       /* and nothing may change for this long */
-#define T_DISCOVERY 1500    /* a STARTING server waits this for a leader */
-#define T_QUIT_MAX 1500     /* a quitting leader leaves by then */
-#define T_NOFAULT 4000      /* length of a no-fault scenario */
-#define DELAY_MAX 30        /* worst one-way delay; retry_ms > 2x this */
-#define EVENTS_MAX 4000000  /* a world that runs longer is stuck */
+#define T_SETTLE     10000   /* liveness bound after the last fault */
+#define T_STABLE     3000    /* and nothing may change for this long */
+#define T_QUIT_MAX   1500    /* a quitting leader leaves by then */
+#define T_NOFAULT    4000    /* length of a no-fault scenario */
+#define EVENTS_MAX   4000000 /* a world that runs longer is stuck */
 
-static const struct election_cfg sim_el_cfg = {
-	.retry_ms = 80,
-	.retries = 3,
-	.timeout_ms = 3000,
+/*
+ * Timings.  Each seed draws one profile: the daemon's defaults (see
+ * server.c) on a LAN, or everything five times slower with delays up to
+ * 30 ms.  In both, a round trip fits in one retry period.
+ */
+struct profile {
+	const char *name;
+	struct election_cfg el;
+	struct hb_cfg hb;
+	int64_t discovery_ms; /* a STARTING server waits this for a leader */
+	int64_t delay_max;    /* worst one-way delay */
 };
 
-static const struct hb_cfg sim_hb_cfg = {
-	.interval_ms = 100,
-	.misses = 3,
-	.probe_window_ms = 200,
-	.probe_tries = 2,
-	.dead_retry_ms = 500,
+static const struct profile profiles[] = {
+    {
+	.name = "daemon",
+	.el = {.retry_ms = 15, .retries = 3, .timeout_ms = 1000},
+	.hb = {.interval_ms = 20,
+	    .misses = 3,
+	    .probe_window_ms = 30,
+	    .probe_tries = 3,
+	    .dead_retry_ms = 1000},
+	.discovery_ms = 600,
+	.delay_max = 6,
+    },
+    {
+	.name = "slow",
+	.el = {.retry_ms = 80, .retries = 3, .timeout_ms = 3000},
+	.hb = {.interval_ms = 100,
+	    .misses = 3,
+	    .probe_window_ms = 200,
+	    .probe_tries = 2,
+	    .dead_retry_ms = 500},
+	.discovery_ms = 1500,
+	.delay_max = 30,
+    },
 };
 
 struct rng {
@@ -75,10 +101,10 @@ struct msg {
 	enum mkind kind;
 	int from, to, origin;
 	uint64_t epoch;
-	uint64_t hop;    /* election hop, or probe id */
+	uint64_t hop;	 /* election hop, or probe id */
 	struct uuid who; /* candidate or leader */
-	bool has;        /* beatack, probeack: the sender knows a leader */
-	bool leading;    /* probeack: the sender is that leader */
+	bool has;	 /* beatack, probeack: the sender knows a leader */
+	bool leading;	 /* probeack: the sender is that leader */
 };
 
 struct server {
@@ -97,6 +123,8 @@ struct server {
 	bool quitting;
 	int64_t quit_at;
 	int64_t restart_at; /* down: a quick bounce brings it back then */
+	bool touched;	    /* next_at must be recomputed */
+	int64_t next_at;    /* srv_next(), cached */
 	/* what the checks saw last, this incarnation */
 	uint64_t seen_epoch;
 	bool seen_has;
@@ -104,8 +132,8 @@ struct server {
 	enum election_role seen_role;
 	/* this incarnation in epoch track_epoch: what justifies a win */
 	uint64_t track_epoch;
-	bool stood;            /* sent its own UUID as candidate */
-	struct uuid max_fwd;   /* largest candidate it forwarded */
+	bool stood;	     /* sent its own UUID as candidate */
+	struct uuid max_fwd; /* largest candidate it forwarded */
 };
 
 /* Ground truth about one epoch, kept by the simulator only. */
@@ -113,11 +141,10 @@ struct erec {
 	bool used;
 	int64_t t_first; /* first server to enter the epoch */
 	bool won;
-	int64_t t_win;   /* first win */
 	uint32_t alive_and; /* members every voting sender believed alive */
 	/* servers up at the time that a hop carrying candidate k skipped */
 	uint32_t skipped[SIM_MAXN];
-	bool dual;       /* two leaders of this epoch coexisted */
+	bool dual; /* two leaders of this epoch coexisted */
 };
 
 struct win {
@@ -127,6 +154,7 @@ struct win {
 
 struct world {
 	uint64_t seed;
+	const struct profile *p;
 	struct rng rng;
 	int verbose;
 	int n;
@@ -145,7 +173,6 @@ struct world {
 	bool split;
 	int group[SIM_MAXN];
 	/* faults */
-	bool faults;
 	bool chaos; /* crash-heavy: short gaps, aimed at elections */
 	int64_t t_next_fault, t_end_faults, fault_gap_max;
 	/* ground truth */
@@ -162,7 +189,7 @@ struct world {
 
 struct totals {
 	uint64_t seeds, passed, failed, elections;
-	uint64_t duals, dual_epochs, highest_checked, highest_skipped;
+	uint64_t dual_epochs, highest_checked, highest_skipped;
 	uint64_t crashes, partitions, quits, suspicions, refuted, dups;
 	uint64_t msgs, dropped;
 	int64_t worst_settle;
@@ -185,8 +212,9 @@ static int64_t
 rng_range(struct rng *r, int64_t lo, int64_t hi)
 {
 	if (hi < lo) {
-		fprintf(stderr, "sim_election: rng_range(%" PRId64 ", %" PRId64
-				")\n", lo, hi);
+		fprintf(stderr,
+		    "sim_election: rng_range(%" PRId64 ", %" PRId64 ")\n", lo,
+		    hi);
 		abort();
 	}
 	return lo + (int64_t)(rng_next(r) % (uint64_t)(hi - lo + 1));
@@ -198,8 +226,8 @@ rng_chance(struct rng *r, double p)
 	return (double)(rng_next(r) >> 11) * 0x1.0p-53 < p;
 }
 
-static void fail(struct world *, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
+static void
+fail(struct world *, const char *, ...) __attribute__((format(printf, 2, 3)));
 static void trace(struct world *, int, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -373,13 +401,13 @@ net_send(struct world *w, const struct msg *tmpl)
 
 	tot.msgs++;
 	if (m.to < 0 || m.to >= w->n || m.to == m.from) {
-		fail(w, "%s sent a %s to a bad destination", sname(w, m.from, a),
-		    mkind_name[m.kind]);
+		fail(w, "%s sent a %s to a bad destination",
+		    sname(w, m.from, a), mkind_name[m.kind]);
 		return;
 	}
 	trace(w, 2, "send %s %s -> %s e=%" PRIu64 " hop=%" PRIu64,
-	    mkind_name[m.kind], sname(w, m.from, a), sname(w, m.to, b),
-	    m.epoch, m.hop);
+	    mkind_name[m.kind], sname(w, m.from, a), sname(w, m.to, b), m.epoch,
+	    m.hop);
 	if (w->lossy && rng_chance(&w->rng, w->drop)) {
 		tot.dropped++;
 		return;
@@ -395,8 +423,8 @@ net_send(struct world *w, const struct msg *tmpl)
 }
 
 static void
-send_simple(struct world *w, enum mkind kind, int from, int to,
-    uint64_t epoch, const struct uuid *who, uint64_t hop)
+send_simple(struct world *w, enum mkind kind, int from, int to, uint64_t epoch,
+    const struct uuid *who, uint64_t hop)
 {
 	struct msg m;
 
@@ -462,15 +490,18 @@ note_win(struct world *w, struct server *sv, uint64_t epoch)
 		 * candidate may have passed through here before it.
 		 */
 		if (!sv->stood)
-			fail(w, "s%d won epoch %" PRIu64 " without standing "
-				"in it", sv->idx, epoch);
+			fail(w,
+			    "s%d won epoch %" PRIu64 " without standing "
+			    "in it",
+			    sv->idx, epoch);
 		if (uuid_cmp(&sv->max_fwd, &sv->id) > 0)
-			fail(w, "s%d won epoch %" PRIu64 " after passing on "
-				"a larger candidate", sv->idx, epoch);
+			fail(w,
+			    "s%d won epoch %" PRIu64 " after passing on "
+			    "a larger candidate",
+			    sv->idx, epoch);
 	}
 	if (!er->won) {
 		er->won = true;
-		er->t_win = w->now;
 		er->alive_and &= live_mask(w, sv);
 	}
 	if (w->nwins == w->capwins) {
@@ -530,8 +561,8 @@ on_event(struct world *w, struct server *sv, const struct el_out *o)
 		    sname(w, sv->idx, a), election_role_name(o->old_role),
 		    election_role_name(o->new_role), o->epoch);
 	else
-		trace(w, 1, "%s %s epoch %" PRIu64 " %s %s", sname(w, sv->idx, a),
-		    election_event_name(o->ev), o->epoch,
+		trace(w, 1, "%s %s epoch %" PRIu64 " %s %s",
+		    sname(w, sv->idx, a), election_event_name(o->ev), o->epoch,
 		    k >= 0 ? sname(w, k, b) : "-",
 		    o->detail != NULL ? o->detail : "");
 }
@@ -594,6 +625,7 @@ srv_sync(struct world *w, struct server *sv)
 	struct election *e = &sv->el;
 	bool changed;
 
+	sv->touched = true;
 	if (e->out_overflow != 0 || e->pending_overflow != 0)
 		fail(w, "s%d overflowed its outbox or pending table", sv->idx);
 	if (e->role == ROLE_LEADER &&
@@ -623,8 +655,10 @@ srv_sync(struct world *w, struct server *sv)
 			(void)erec_get(w, e->epoch);
 		/* no one follows a leader that did not win that epoch */
 		if (e->has_leader && !was_won(w, e->epoch, &e->leader))
-			fail(w, "s%d follows a leader that never won epoch "
-				"%" PRIu64, sv->idx, e->epoch);
+			fail(w,
+			    "s%d follows a leader that never won epoch "
+			    "%" PRIu64,
+			    sv->idx, e->epoch);
 	}
 	sv->seen_epoch = e->epoch;
 	sv->seen_has = e->has_leader;
@@ -682,16 +716,17 @@ srv_start(struct world *w, struct server *sv, int64_t discovery_ms)
 		if (ring_upsert(&sv->ring, &me) != 1)
 			fail(w, "ring_upsert of a new member did not say new");
 	}
-	election_init(&sv->el, &sv->id, &sim_el_cfg, sv->disk_epoch);
+	election_init(&sv->el, &sv->id, &w->p->el, sv->disk_epoch);
 	/* half the restarts reuse hop ids from 1, as a naive daemon would */
 	if (rng_chance(&w->rng, 0.5))
 		sv->el.next_hop = rng_next(&w->rng) >> 16 | 1;
-	hb_follower_init(&sv->hf, &sim_hb_cfg);
+	hb_follower_init(&sv->hf, &w->p->hb);
 	sv->hf.probe_id = rng_next(&w->rng) >> 16;
-	hb_leader_init(&sv->hl, &sim_hb_cfg);
+	hb_leader_init(&sv->hl, &w->p->hb);
 	if (discovery_ms != INT64_MAX)
 		election_discover(&sv->el, w->now, discovery_ms);
 	sv->up = true;
+	sv->touched = true;
 	sv->up_since = w->now;
 	sv->restart_at = INT64_MAX;
 	sv->watching = false;
@@ -714,6 +749,7 @@ srv_crash(struct world *w, struct server *sv, const char *why)
 	char a[16];
 
 	sv->up = false;
+	sv->touched = true;
 	sv->watching = false;
 	sv->restart_at = INT64_MAX;
 	tot.suspicions += sv->hf.suspicions;
@@ -760,6 +796,7 @@ deliver(struct world *w, const struct msg *m)
 
 	if (!sv->up || (w->split && w->group[m->from] != w->group[m->to]))
 		return;
+	sv->touched = true;
 	mark_heard(w, sv, m->from);
 	switch (m->kind) {
 	case MK_VOTING:
@@ -776,8 +813,8 @@ deliver(struct world *w, const struct msg *m)
 		break;
 	case MK_BEAT:
 		/* a restarted server learns its leader here (discovery) */
-		election_observe_leader(&sv->el, &sv->ring, w->now, m->epoch,
-		    &m->who);
+		election_observe_leader(
+		    &sv->el, &sv->ring, w->now, m->epoch, &m->who);
 		srv_flush(w, sv);
 		if (sv->el.role == ROLE_BACKUP && sv->el.epoch == m->epoch &&
 		    uuid_cmp(&sv->el.leader, &m->who) == 0)
@@ -787,8 +824,8 @@ deliver(struct world *w, const struct msg *m)
 		break;
 	case MK_BEATACK:
 		if (m->has)
-			election_observe_leader(&sv->el, &sv->ring, w->now,
-			    m->epoch, &m->who);
+			election_observe_leader(
+			    &sv->el, &sv->ring, w->now, m->epoch, &m->who);
 		break;
 	case MK_PROBE:
 		send_pair(w, sv, MK_PROBEACK, m->from, m->origin, m->hop);
@@ -816,8 +853,8 @@ deliver(struct world *w, const struct msg *m)
 		    uuid_cmp(&m->who, &sv->el.leader) == 0)
 			hb_follower_on_probeack(&sv->hf, w->now, m->hop);
 		else if (m->has)
-			election_observe_leader(&sv->el, &sv->ring, w->now,
-			    m->epoch, &m->who);
+			election_observe_leader(
+			    &sv->el, &sv->ring, w->now, m->epoch, &m->who);
 		break;
 	}
 	srv_flush(w, sv);
@@ -832,8 +869,8 @@ send_probes(struct world *w, struct server *sv)
 
 	if ((leader = idx_of(w, &sv->el.leader)) < 0)
 		return;
-	send_simple(w, MK_PROBE, sv->idx, leader, sv->el.epoch, NULL,
-	    sv->hf.probe_id);
+	send_simple(
+	    w, MK_PROBE, sv->idx, leader, sv->el.epoch, NULL, sv->hf.probe_id);
 	/* and through up to HB_INDIRECT others, in case only our path is bad */
 	start = (int)rng_range(&w->rng, 0, w->n - 1);
 	for (i = 0; i < w->n && sent < HB_INDIRECT; i++) {
@@ -896,8 +933,9 @@ srv_timers(struct world *w, struct server *sv)
 	int bits;
 	char a[16];
 
+	sv->touched = true;
 	if (!sv->up) {
-		srv_start(w, sv, T_DISCOVERY);
+		srv_start(w, sv, w->p->discovery_ms);
 		return;
 	}
 	if (sv->quitting && w->now >= sv->quit_at) {
@@ -911,15 +949,15 @@ srv_timers(struct world *w, struct server *sv)
 	if (hb_follower_next_deadline(&sv->hf) <= w->now) {
 		switch (hb_follower_tick(&sv->hf, w->now)) {
 		case HB_PROBE:
-			trace(w, 1, "%s suspects its leader, probe %" PRIu64,
+			trace(w, 1, "%s probes its leader (probe %" PRIu64 ")",
 			    sname(w, sv->idx, a), sv->hf.probe_id);
 			send_probes(w, sv);
 			break;
 		case HB_DEAD:
 			leader = sv->el.leader;
 			ring_set_alive(&sv->ring, &leader, false);
-			election_start(&sv->el, &sv->ring, w->now,
-			    "leader dead", false);
+			election_start(
+			    &sv->el, &sv->ring, w->now, "leader dead", false);
 			srv_flush(w, sv);
 			break;
 		case HB_NONE:
@@ -929,11 +967,11 @@ srv_timers(struct world *w, struct server *sv)
 	if (hb_leader_next_deadline(&sv->hl) <= w->now) {
 		bits = hb_leader_tick(&sv->hl, w->now);
 		if (bits & HB_ROUND_LIVE) {
-			nd = hb_leader_reap(&sv->hl, &sv->ring, w->now, dead,
-			    RING_MAX);
+			nd = hb_leader_reap(
+			    &sv->hl, &sv->ring, w->now, dead, RING_MAX);
 			for (i = 0; i < nd; i++)
-				trace(w, 1, "%s reaps s%d", sname(w, sv->idx, a),
-				    idx_of(w, &dead[i]));
+				trace(w, 1, "%s reaps s%d",
+				    sname(w, sv->idx, a), idx_of(w, &dead[i]));
 			send_beats(w, sv, true);
 		}
 		if (bits & HB_ROUND_DEAD)
@@ -971,18 +1009,18 @@ end_faults(struct world *w)
 {
 	int i;
 
-	w->faults = false;
 	w->lossy = false;
 	w->split = false;
 	w->t_next_fault = INT64_MAX;
 	trace(w, 1, "faults end: network whole, no loss");
 	/* some of the dead come back now: they rejoin a settled cluster */
 	for (i = 0; i < w->n; i++)
-		if (!w->s[i].up && (w->s[i].restart_at != INT64_MAX ||
-				       rng_chance(&w->rng, 0.5)))
-			srv_start(w, &w->s[i], T_DISCOVERY);
+		if (!w->s[i].up &&
+		    (w->s[i].restart_at != INT64_MAX ||
+			rng_chance(&w->rng, 0.5)))
+			srv_start(w, &w->s[i], w->p->discovery_ms);
 	if (count_up(w) == 0)
-		srv_start(w, &w->s[pick(w, false)], T_DISCOVERY);
+		srv_start(w, &w->s[pick(w, false)], w->p->discovery_ms);
 }
 
 static void
@@ -1019,7 +1057,7 @@ do_fault(struct world *w)
 		}
 	} else if (r < 50) {
 		if ((k = pick(w, false)) >= 0)
-			srv_start(w, &w->s[k], T_DISCOVERY);
+			srv_start(w, &w->s[k], w->p->discovery_ms);
 	} else if (r < 65) {
 		if (w->split || w->n < 2)
 			return;
@@ -1048,8 +1086,8 @@ do_fault(struct world *w)
 			trace(w, 1, "s%d quits", i);
 			sv->quitting = true;
 			sv->quit_at = w->now + T_QUIT_MAX;
-			election_start(&sv->el, &sv->ring, w->now, "quit",
-			    true);
+			election_start(
+			    &sv->el, &sv->ring, w->now, "quit", true);
 			srv_flush(w, sv);
 			break;
 		}
@@ -1091,9 +1129,11 @@ check_instant(struct world *w)
 				return;
 			if (!(er->skipped[i] & 1u << j) &&
 			    !(er->skipped[j] & 1u << i)) {
-				fail(w, "safety: s%d and s%d both lead epoch "
-					"%" PRIu64 " and neither's vote skipped "
-					"the other", i, j, w->s[i].el.epoch);
+				fail(w,
+				    "safety: s%d and s%d both lead epoch "
+				    "%" PRIu64 " and neither's vote skipped "
+				    "the other",
+				    i, j, w->s[i].el.epoch);
 				return;
 			}
 			if (!er->dual) {
@@ -1136,9 +1176,10 @@ check_settled(struct world *w)
 			best = i;
 		if (sv->el.role == ROLE_LEADER) {
 			if (lead != NULL) {
-				fail(w, "liveness: s%d and s%d both lead %d ms "
-					"after the faults", lead->idx, i,
-				    T_SETTLE);
+				fail(w,
+				    "liveness: s%d and s%d both lead %d ms "
+				    "after the faults",
+				    lead->idx, i, T_SETTLE);
 				return;
 			}
 			lead = sv;
@@ -1155,8 +1196,9 @@ check_settled(struct world *w)
 		if (sv->el.role != ROLE_BACKUP ||
 		    sv->el.epoch != lead->el.epoch ||
 		    uuid_cmp(&sv->el.leader, &lead->id) != 0) {
-			fail(w, "liveness: s%d is %s in epoch %" PRIu64
-				", not a backup of s%d in epoch %" PRIu64,
+			fail(w,
+			    "liveness: s%d is %s in epoch %" PRIu64
+			    ", not a backup of s%d in epoch %" PRIu64,
 			    i, election_role_name(sv->el.role), sv->el.epoch,
 			    lead->idx, lead->el.epoch);
 			return;
@@ -1173,8 +1215,9 @@ check_settled(struct world *w)
 	}
 	tot.highest_checked++;
 	if (best != lead->idx)
-		fail(w, "liveness: s%d leads epoch %" PRIu64 " but s%d is "
-			"higher and took part in that whole election",
+		fail(w,
+		    "liveness: s%d leads epoch %" PRIu64 " but s%d is "
+		    "higher and took part in that whole election",
 		    lead->idx, lead->el.epoch, best);
 }
 
@@ -1189,11 +1232,16 @@ run_until(struct world *w, int64_t t_stop)
 		tq = w->nq > 0 ? w->q[0].at : INT64_MAX;
 		ts = INT64_MAX;
 		who = -1;
-		for (i = 0; i < w->n; i++)
-			if ((u = srv_next(&w->s[i])) < ts) {
+		for (i = 0; i < w->n; i++) {
+			if (w->s[i].touched) {
+				w->s[i].next_at = srv_next(&w->s[i]);
+				w->s[i].touched = false;
+			}
+			if ((u = w->s[i].next_at) < ts) {
 				ts = u;
 				who = i;
 			}
+		}
 		t = tq < ts ? tq : ts;
 		if (w->t_next_fault < t)
 			t = w->t_next_fault;
@@ -1246,6 +1294,7 @@ world_init(struct world *w, uint64_t seed, int verbose, uint64_t stream)
 	for (i = 0; i < w->n; i++) {
 		w->s[i].idx = i;
 		w->s[i].restart_at = INT64_MAX;
+		w->s[i].touched = true;
 		do {
 			for (j = 0; j < 16; j++)
 				w->s[i].id.b[j] = (uint8_t)rng_next(&w->rng);
@@ -1259,8 +1308,9 @@ world_init(struct world *w, uint64_t seed, int verbose, uint64_t stream)
 		w->order[i] = i;
 	}
 	for (i = 1; i < w->n; i++)
-		for (j = i; j > 0 && uuid_cmp(&w->s[w->order[j]].id,
-					 &w->s[w->order[j - 1]].id) < 0;
+		for (j = i; j > 0 &&
+		     uuid_cmp(
+			 &w->s[w->order[j]].id, &w->s[w->order[j - 1]].id) < 0;
 		     j--) {
 			t = w->order[j];
 			w->order[j] = w->order[j - 1];
@@ -1271,7 +1321,8 @@ world_init(struct world *w, uint64_t seed, int verbose, uint64_t stream)
 	/* each scenario its own stream, all from the one seed */
 	w->rng.s ^= stream * 0x9e3779b97f4a7c15ULL;
 	w->t_next_fault = INT64_MAX;
-	w->dmax = rng_range(&w->rng, 0, DELAY_MAX);
+	w->p = &profiles[rng_range(&w->rng, 0, 1)];
+	w->dmax = rng_range(&w->rng, 0, w->p->delay_max);
 }
 
 static int
@@ -1291,18 +1342,19 @@ run_faults(uint64_t seed, int verbose)
 	w.drop = (double)rng_range(&w.rng, 0, 200) / 1000.0;
 	w.dup = (double)rng_range(&w.rng, 0, 100) / 1000.0;
 	w.lossy = true;
-	w.faults = true;
 	w.t_end_faults = rng_range(&w.rng, T_FAULTS_MIN, T_FAULTS_MAX);
 	w.chaos = rng_chance(&w.rng, 0.25);
-	w.fault_gap_max = w.chaos ? rng_range(&w.rng, 60, 400) :
-	    rng_range(&w.rng, 300, 3000);
+	w.fault_gap_max =
+	    w.chaos ? rng_range(&w.rng, 60, 400) : rng_range(&w.rng, 300, 3000);
 	w.t_next_fault = rng_range(&w.rng, 50, w.fault_gap_max);
-	trace(&w, 1, "seed %" PRIu64 ": %d servers, drop %.3f, dup %.3f, "
-		     "delay 0..%" PRId64 " ms, faults until %" PRId64 "%s",
+	trace(&w, 1,
+	    "seed %" PRIu64 ": %d servers, drop %.3f, dup %.3f, "
+	    "delay 0..%" PRId64 " ms, faults until %" PRId64 "%s, %s timing",
 	    seed, w.n, w.drop, w.dup, w.dmax, w.t_end_faults,
-	    w.chaos ? ", chaos" : "");
+	    w.chaos ? ", chaos" : "", w.p->name);
 	for (i = 0; i < w.n; i++)
-		srv_start(&w, &w.s[i], rng_range(&w.rng, 50, T_DISCOVERY));
+		srv_start(
+		    &w, &w.s[i], rng_range(&w.rng, 50, w.p->discovery_ms));
 
 	run_until(&w, w.t_end_faults + T_SETTLE);
 	if (!w.failed)
@@ -1321,9 +1373,10 @@ run_faults(uint64_t seed, int verbose)
 		run_until(&w, w.now + T_STABLE);
 	for (i = 0; i < w.n && !w.failed; i++) {
 		sv = &w.s[i];
-		if (sv->up && (sv->el.role != snap[i].role ||
-				  sv->el.epoch != snap[i].epoch ||
-				  uuid_cmp(&sv->el.leader, &snap[i].leader)))
+		if (sv->up &&
+		    (sv->el.role != snap[i].role ||
+			sv->el.epoch != snap[i].epoch ||
+			uuid_cmp(&sv->el.leader, &snap[i].leader)))
 			fail(&w, "quiescence: s%d changed after settling", i);
 	}
 	if (!w.failed && w.starts != starts)
@@ -1360,8 +1413,8 @@ run_nofault(uint64_t seed, int verbose, int mode)
 	w.t_next_fault = INT64_MAX;
 	/* duplicates are no failure: they must not add a single vote */
 	w.dup = (double)rng_range(&w.rng, 0, 100) / 1000.0;
-	trace(&w, 1, "seed %" PRIu64 ": no faults, %s, %d servers",
-	    seed, mname[mode], w.n);
+	trace(&w, 1, "seed %" PRIu64 ": no faults, %s, %d servers", seed,
+	    mname[mode], w.n);
 	for (i = 0; i < w.n; i++)
 		srv_start(&w, &w.s[i], INT64_MAX);
 	top = w.order[w.n - 1];
@@ -1371,12 +1424,13 @@ run_nofault(uint64_t seed, int verbose, int mode)
 		seq[i] = i;
 	}
 	if (mode == 0) {
-		election_start(&w.s[init].el, &w.s[init].ring, 0, "test", false);
+		election_start(
+		    &w.s[init].el, &w.s[init].ring, 0, "test", false);
 		srv_flush(&w, &w.s[init]);
 	} else if (mode == 1) {
 		for (i = 0; i < w.n; i++) {
-			election_start(&w.s[i].el, &w.s[i].ring, 0, "test",
-			    false);
+			election_start(
+			    &w.s[i].el, &w.s[i].ring, 0, "test", false);
 			srv_flush(&w, &w.s[i]);
 		}
 	} else {
@@ -1394,8 +1448,8 @@ run_nofault(uint64_t seed, int verbose, int mode)
 			/* one that joined meanwhile does not start another */
 			if (w.s[i].el.role != ROLE_STARTING)
 				continue;
-			election_start(&w.s[i].el, &w.s[i].ring, w.now, "test",
-			    false);
+			election_start(
+			    &w.s[i].el, &w.s[i].ring, w.now, "test", false);
 			srv_flush(&w, &w.s[i]);
 		}
 	}
@@ -1404,8 +1458,8 @@ run_nofault(uint64_t seed, int verbose, int mode)
 		votes += w.s[i].el.votes_sent;
 		leaders += w.s[i].el.leaders_sent;
 	}
-	bound = mode == 0 ? 2 * (uint64_t)w.n - 1 :
-	    (uint64_t)w.n * ((uint64_t)w.n + 1) / 2;
+	bound = mode == 0 ? 2 * (uint64_t)w.n - 1
+			  : (uint64_t)w.n * ((uint64_t)w.n + 1) / 2;
 	if (w.failed)
 		;
 	else if (w.nwins != 1)
@@ -1420,9 +1474,9 @@ run_nofault(uint64_t seed, int verbose, int mode)
 		fail(&w, "no faults, %s: %" PRIu64 " leader messages, not %d",
 		    mname[mode], leaders, w.n - 1);
 	for (i = 0; i < w.n && !w.failed; i++)
-		if (i != top && (w.s[i].el.role != ROLE_BACKUP ||
-				    uuid_cmp(&w.s[i].el.leader,
-					&w.s[top].id) != 0))
+		if (i != top &&
+		    (w.s[i].el.role != ROLE_BACKUP ||
+			uuid_cmp(&w.s[i].el.leader, &w.s[top].id) != 0))
 			fail(&w, "no faults, %s: s%d does not follow s%d",
 			    mname[mode], i, top);
 	for (i = 0; i < w.n; i++)
@@ -1450,11 +1504,11 @@ run_seed(uint64_t seed, int verbose)
 	return bad ? -1 : 0;
 }
 
-static void __attribute__((noreturn))
-usage(void)
+static void __attribute__((noreturn)) usage(void)
 {
-	fprintf(stderr, "usage: sim_election [--seeds n] [--from seed] "
-			"[--seed seed] [--verbose] [--stats]\n");
+	fprintf(stderr,
+	    "usage: sim_election [--seeds n] [--from seed] "
+	    "[--seed seed] [--verbose] [--stats]\n");
 	exit(2);
 }
 
@@ -1514,12 +1568,12 @@ main(int argc, char *argv[])
 		       " ms\n",
 		    tot.msgs, tot.dropped, tot.crashes, tot.partitions,
 		    tot.quits, tot.suspicions, tot.refuted, tot.dups,
-		    tot.dual_epochs, tot.highest_checked,
-		    tot.highest_skipped, tot.worst_settle);
+		    tot.dual_epochs, tot.highest_checked, tot.highest_skipped,
+		    tot.worst_settle);
 	printf("sim_election: %" PRIu64 " seeds, %" PRIu64 " elections, "
 	       "%" PRIu64 " failed\n",
 	    tot.seeds, tot.elections, tot.failed);
-	printf("%" PRIu64 " passed, %" PRIu64 " failed\n", tot.passed,
-	    tot.failed);
+	printf(
+	    "%" PRIu64 " passed, %" PRIu64 " failed\n", tot.passed, tot.failed);
 	return tot.failed == 0 ? 0 : 1;
 }

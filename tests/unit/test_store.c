@@ -29,13 +29,12 @@
 #define U3 "c9bf9e57-1685-4c89-bafb-ff5af830be8a"
 
 /* One valid server object with x spliced in before its closing brace. */
-#define SRV(u, x)                                                          \
-	"{\"uuid\":\"" u "\",\"name\":\"a\",\"addr\":\"10.0.0.1\","         \
+#define SRV(u, x)                                                              \
+	"{\"uuid\":\"" u "\",\"name\":\"a\",\"addr\":\"10.0.0.1\","            \
 	"\"port\":1,\"ctl_port\":2" x "}"
 #define SERVERS(elems) "{\"version\":1,\"servers\":[" elems "]}"
 /* One valid user object with x spliced in before its closing brace. */
-#define USR(n, x)                                                          \
-	"{\"name\":\"" n "\",\"addr\":\"10.0.0.9\",\"port\":9" x "}"
+#define USR(n, x)    "{\"name\":\"" n "\",\"addr\":\"10.0.0.9\",\"port\":9" x "}"
 #define USERS(elems) "{\"version\":1,\"users\":[" elems "]}"
 
 static char tmpdir[64];
@@ -216,17 +215,16 @@ write_then_read_servers_should_give_back_the_same_state(void **state)
 	in->has_leader = true;
 	assert_int_equal(uuid_parse(&in->leader, U3), 0);
 	fill_member(&in->m[0], U1, "alpha", "192.168.56.11", 45961, 45962);
-	fill_member(&in->m[1], U2, "Zürich ☃ \"quoted\" \\", "10.0.0.2", 1,
-	    65535);
+	fill_member(
+	    &in->m[1], U2, "Zürich ☃ \"quoted\" \\", "10.0.0.2", 1, 65535);
 	fill_member(&in->m[2], U3, "charlie", "255.255.255.255", 65535, 1);
 	in->m[0].alive = true;
 	in->m[0].last_seen_wall = 1795236600;
 	in->m[2].last_seen_wall = 253402300799; /* 9999-12-31T23:59:59Z */
 	in->n = 3;
 
-	assert_int_equal(store_write_servers(tpath(path, "servers.json"), in,
-			     &err),
-	    0);
+	assert_int_equal(
+	    store_write_servers(tpath(path, "servers.json"), in, &err), 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0644);
 	text = get_file(path, &len);
@@ -273,9 +271,8 @@ write_then_read_servers_should_hold_ring_max_servers(void **state)
 		in->m[i].uuid.b[15] = (uint8_t)i;
 	}
 	in->n = RING_MAX;
-	assert_int_equal(store_write_servers(tpath(path, "ring.json"), in,
-			     &err),
-	    0);
+	assert_int_equal(
+	    store_write_servers(tpath(path, "ring.json"), in, &err), 0);
 	assert_int_equal(store_read_servers(path, out, &err), 0);
 	assert_int_equal(out->n, RING_MAX);
 	for (i = 0; i < RING_MAX; i++)
@@ -301,29 +298,27 @@ write_then_read_users_should_give_back_ten_thousand_unicode_users(void **state)
 		u = store_users_add(&in);
 		assert_non_null(u);
 		snprintf(u->name, sizeof(u->name), "ユーザー%05zu", i);
-		snprintf(u->addr, sizeof(u->addr), "192.168.%zu.%zu",
-		    i / 250, i % 250 + 1);
+		snprintf(u->addr, sizeof(u->addr), "192.168.%zu.%zu", i / 250,
+		    i % 250 + 1);
 		u->port = (uint16_t)(1024 + i);
 		u->online = i % 3 == 0;
 		u->nrooms = i % (USER_ROOMS_MAX + 1);
 		for (k = 0; k < u->nrooms; k++)
-			snprintf(u->rooms[k], sizeof(u->rooms[k]), "#r%zu-é",
-			    k);
+			snprintf(
+			    u->rooms[k], sizeof(u->rooms[k]), "#r%zu-é", k);
 		u->last_seen = i % 2 ? 1700000000 + (int64_t)i : 0;
 	}
 	assert_int_equal(in.n, 10000);
 	assert_true(in.cap >= in.n);
 	in.version = 12;
-	assert_int_equal(store_write_users(tpath(path, "users.json"), &in,
-			     &err),
-	    0);
+	assert_int_equal(
+	    store_write_users(tpath(path, "users.json"), &in, &err), 0);
 	assert_int_equal(store_read_users(path, &out, &err), 0);
 	assert_int_equal(out.version, 12);
 	assert_int_equal(out.n, in.n);
 	for (i = 0; i < in.n; i++)
 		assert_same_user(&out.u[i], &in.u[i]);
-	assert_ptr_equal(store_users_find(&out, "ユーザー09999"),
-	    &out.u[9999]);
+	assert_ptr_equal(store_users_find(&out, "ユーザー09999"), &out.u[9999]);
 	assert_null(store_users_find(&out, "nobody"));
 	store_users_free(&in);
 	store_users_free(&out);
@@ -360,12 +355,11 @@ identity_should_round_trip(void **state)
 
 	(void)state;
 	uuid_generate(&u);
-	assert_int_equal(store_write_identity(tpath(path, "identity.json"),
-			     &u, "alpha-ß", &err),
+	assert_int_equal(store_write_identity(
+			     tpath(path, "identity.json"), &u, "alpha-ß", &err),
 	    0);
-	assert_int_equal(store_read_identity(path, &v, name, sizeof(name),
-			     &err),
-	    0);
+	assert_int_equal(
+	    store_read_identity(path, &v, name, sizeof(name), &err), 0);
 	assert_int_equal(uuid_cmp(&u, &v), 0);
 	assert_string_equal(name, "alpha-ß");
 }
@@ -380,9 +374,8 @@ read_identity_should_refuse_a_name_longer_than_the_buffer(void **state)
 
 	(void)state;
 	put_file(tpath(path, "identity.json"), text, strlen(text));
-	assert_int_equal(store_read_identity(path, &u, name, sizeof(name),
-			     &err),
-	    -1);
+	assert_int_equal(
+	    store_read_identity(path, &u, name, sizeof(name), &err), -1);
 	assert_contains(err.text, "name: too long (at most 5 bytes)");
 	assert_string_equal(name, "keep");
 }
@@ -392,14 +385,14 @@ read_identity_should_check_the_uuid(void **state)
 {
 	struct store_error err;
 	char path[PATH_MAX], name[RING_NAME_MAX];
-	const char *text = "{\n  \"uuid\": \"not-a-uuid\",\n  \"name\": \"a\"\n}";
+	const char *text =
+	    "{\n  \"uuid\": \"not-a-uuid\",\n  \"name\": \"a\"\n}";
 	struct uuid u;
 
 	(void)state;
 	put_file(tpath(path, "identity.json"), text, strlen(text));
-	assert_int_equal(store_read_identity(path, &u, name, sizeof(name),
-			     &err),
-	    -1);
+	assert_int_equal(
+	    store_read_identity(path, &u, name, sizeof(name), &err), -1);
 	assert_contains(err.text,
 	    "identity.json:2:11: uuid: expected a UUID (8-4-4-4-12 hex "
 	    "digits)");
@@ -414,8 +407,8 @@ write_identity_should_refuse_an_empty_name(void **state)
 
 	(void)state;
 	uuid_generate(&u);
-	assert_int_equal(store_write_identity(tpath(path, "identity.json"),
-			     &u, "", &err),
+	assert_int_equal(
+	    store_write_identity(tpath(path, "identity.json"), &u, "", &err),
 	    -1);
 	assert_contains(err.text, "name: expected a non-empty string");
 	assert_int_equal(access(path, F_OK), -1);
@@ -436,17 +429,16 @@ readers_should_return_1_and_empty_state_when_the_file_is_absent(void **state)
 	assert_non_null(s);
 	s->n = 5;
 	s->version = 9;
-	assert_int_equal(store_read_servers(tpath(path, "none.json"), s, &err),
-	    1);
+	assert_int_equal(
+	    store_read_servers(tpath(path, "none.json"), s, &err), 1);
 	assert_int_equal(s->n, 0);
 	assert_int_equal(s->version, 0);
 	store_users_init(&us);
 	assert_non_null(store_users_add(&us));
 	assert_int_equal(store_read_users(path, &us, &err), 1);
 	assert_int_equal(us.n, 0);
-	assert_int_equal(store_read_identity(path, &u, name, sizeof(name),
-			     &err),
-	    1);
+	assert_int_equal(
+	    store_read_identity(path, &u, name, sizeof(name), &err), 1);
 	store_users_free(&us);
 	free(s);
 }
@@ -535,8 +527,8 @@ parse_should_refuse_every_truncation_of_a_valid_file(void **state)
 	char path[PATH_MAX];
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/servers.json",
-	    top != NULL ? top : ".");
+	snprintf(
+	    path, sizeof(path), "%s/servers.json", top != NULL ? top : ".");
 	text = get_file(path, &len);
 	end = (size_t)(strrchr(text, '}') - text);
 	for (cut = 0; cut <= end; cut++) {
@@ -591,8 +583,8 @@ parse_should_refuse_bytes_that_are_not_utf8(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		assert_string_equal(servers_error(cases[i].text,
-					strlen(cases[i].text), &err),
+		assert_string_equal(
+		    servers_error(cases[i].text, strlen(cases[i].text), &err),
 		    cases[i].want);
 }
 
@@ -623,8 +615,9 @@ parse_should_refuse_what_json_forbids_even_where_cjson_is_lax(void **state)
 	    {"{\"a\":1} {}",
 		"1:9: expected end of file after the value but found '{'"},
 	    {"{\"a\":tru}", "1:6: expected a value but found 't'"},
-	    {"{\x01}", "1:2: expected a string key or '}' but found control "
-		       "character 0x01"},
+	    {"{\x01}",
+		"1:2: expected a string key or '}' but found control "
+		"character 0x01"},
 	    {"{\"a\":"
 	     "1234567890123456789012345678901234567890123456789012345678901234"
 	     "}",
@@ -635,8 +628,8 @@ parse_should_refuse_what_json_forbids_even_where_cjson_is_lax(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		assert_contains(servers_error(cases[i].text,
-				    strlen(cases[i].text), &err),
+		assert_contains(
+		    servers_error(cases[i].text, strlen(cases[i].text), &err),
 		    cases[i].want);
 	}
 	/* A NUL byte, which strlen would hide. */
@@ -669,8 +662,8 @@ parse_should_skip_a_byte_order_mark(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	assert_int_equal(store_parse_servers("servers.json", text,
-			     strlen(text), s, &err),
+	assert_int_equal(
+	    store_parse_servers("servers.json", text, strlen(text), s, &err),
 	    0);
 	assert_int_equal(s->n, 1);
 	free(s);
@@ -700,7 +693,8 @@ static const struct schema_case servers_cases[] = {
     {"{\"version\":1.5,\"servers\":[]}", "1:12: version: expected an integer"},
     {"{\"version\":7.0,\"servers\":[]}", "1:12: version: expected an integer"},
     {"{\"version\":1e3,\"servers\":[]}", "1:12: version: expected an integer"},
-    {"{\"version\":\"7\",\"servers\":[]}", "1:12: version: expected an integer"},
+    {"{\"version\":\"7\",\"servers\":[]}",
+	"1:12: version: expected an integer"},
     {"{\"version\":null,\"servers\":[]}", "version: expected an integer"},
     {"{\"version\":18446744073709551616,\"servers\":[]}",
 	"version: expected an integer"},
@@ -715,7 +709,8 @@ static const struct schema_case servers_cases[] = {
     /* the elements */
     {SERVERS("1"), "1:25: servers[0]: expected an object"},
     {SERVERS(SRV(U1, "") ",[]"), "1:124: servers[1]: expected an object"},
-    {SERVERS("{\"name\":\"a\",\"addr\":\"10.0.0.1\",\"port\":1,\"ctl_port\":2}"),
+    {SERVERS(
+	 "{\"name\":\"a\",\"addr\":\"10.0.0.1\",\"port\":1,\"ctl_port\":2}"),
 	"1:25: servers[0]: missing \"uuid\""},
     {SERVERS(SRV("1b4e28ba2fa14d3ba3f5ef19b5a7633b", "")),
 	"1:33: servers[0].uuid: expected a UUID (8-4-4-4-12 hex digits)"},
@@ -829,12 +824,13 @@ static const struct schema_case users_cases[] = {
 	"users[0].rooms[0]: control character in a name"},
     {USERS(USR("a", ",\"rooms\":[\"#a\",\"#b\",\"#a\"]")),
 	"users[0].rooms[2]: duplicate of rooms[0]"},
-    {USERS(USR("a", ",\"rooms\":[\"#1\",\"#2\",\"#3\",\"#4\",\"#5\",\"#6\","
-		    "\"#7\",\"#8\",\"#9\",\"#10\",\"#11\",\"#12\",\"#13\","
-		    "\"#14\",\"#15\",\"#16\",\"#17\"]")),
+    {USERS(USR("a",
+	 ",\"rooms\":[\"#1\",\"#2\",\"#3\",\"#4\",\"#5\",\"#6\","
+	 "\"#7\",\"#8\",\"#9\",\"#10\",\"#11\",\"#12\",\"#13\","
+	 "\"#14\",\"#15\",\"#16\",\"#17\"]")),
 	"users[0].rooms[16]: more than 16 rooms"},
     {USERS(USR("bob", "") "," USR("carol", "") "," USR("dave", "") "," USR(
-	"carol", "") "," USR("bob", "")),
+	 "carol", "") "," USR("bob", "")),
 	"users[3].name: duplicate of users[1].name"},
     {USERS(USR("a", ",\"name\":\"b\"")), "users[0].name: duplicate key"},
 };
@@ -846,10 +842,9 @@ parse_servers_should_name_the_path_of_each_schema_error(void **state)
 	size_t i;
 
 	(void)state;
-	for (i = 0; i < sizeof(servers_cases) / sizeof(servers_cases[0]);
-	     i++) {
-		servers_error(servers_cases[i].text,
-		    strlen(servers_cases[i].text), &err);
+	for (i = 0; i < sizeof(servers_cases) / sizeof(servers_cases[0]); i++) {
+		servers_error(
+		    servers_cases[i].text, strlen(servers_cases[i].text), &err);
 		assert_contains(err.text, servers_cases[i].want);
 		/* And always where: "servers.json:LINE:COL: ". */
 		assert_true(strncmp(err.text, "servers.json:1:", 15) == 0);
@@ -864,8 +859,8 @@ parse_users_should_name_the_path_of_each_schema_error(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(users_cases) / sizeof(users_cases[0]); i++) {
-		users_error(users_cases[i].text, strlen(users_cases[i].text),
-		    &err);
+		users_error(
+		    users_cases[i].text, strlen(users_cases[i].text), &err);
 		assert_contains(err.text, users_cases[i].want);
 		assert_true(strncmp(err.text, "users.json:1:", 13) == 0);
 	}
@@ -954,8 +949,8 @@ a_failed_parse_should_leave_the_output_untouched(void **state)
 	assert_non_null(before);
 	memset(s, 0x5a, sizeof(*s));
 	memcpy(before, s, sizeof(*s));
-	assert_int_equal(store_parse_servers("servers.json", text,
-			     strlen(text), s, &err),
+	assert_int_equal(
+	    store_parse_servers("servers.json", text, strlen(text), s, &err),
 	    -1);
 	assert_memory_equal(s, before, sizeof(*s));
 
@@ -963,8 +958,8 @@ a_failed_parse_should_leave_the_output_untouched(void **state)
 	keep = store_users_add(&us);
 	assert_non_null(keep);
 	strlcpy(keep->name, "kept", sizeof(keep->name));
-	assert_int_equal(store_parse_users("users.json", utext, strlen(utext),
-			     &us, &err),
+	assert_int_equal(
+	    store_parse_users("users.json", utext, strlen(utext), &us, &err),
 	    -1);
 	assert_int_equal(us.n, 1);
 	assert_ptr_equal(us.u, keep);
@@ -991,8 +986,8 @@ parse_should_ignore_unknown_keys_and_default_optional_ones(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	assert_int_equal(store_parse_servers("servers.json", text,
-			     strlen(text), s, &err),
+	assert_int_equal(
+	    store_parse_servers("servers.json", text, strlen(text), s, &err),
 	    0);
 	assert_int_equal(s->version, 3);
 	assert_int_equal(s->epoch, 0);
@@ -1001,8 +996,8 @@ parse_should_ignore_unknown_keys_and_default_optional_ones(void **state)
 	assert_false(s->m[0].alive);
 	assert_int_equal(s->m[0].last_seen_wall, 0);
 	store_users_init(&us);
-	assert_int_equal(store_parse_users("users.json", utext, strlen(utext),
-			     &us, &err),
+	assert_int_equal(
+	    store_parse_users("users.json", utext, strlen(utext), &us, &err),
 	    0);
 	assert_int_equal(us.n, 1);
 	assert_false(us.u[0].online);
@@ -1039,9 +1034,8 @@ parse_should_read_rfc3339_utc_times_as_seconds(void **state)
 		    "\",\"name\":\"a\",\"addr\":\"10.0.0.1\",\"port\":1,"
 		    "\"ctl_port\":2,\"last_seen\":%s}]}",
 		    cases[i].t);
-		assert_int_equal(store_parse_servers("s", text, strlen(text),
-				     s, &err),
-		    0);
+		assert_int_equal(
+		    store_parse_servers("s", text, strlen(text), s, &err), 0);
 		assert_int_equal(s->m[0].last_seen_wall, cases[i].want);
 	}
 	free(s);
@@ -1058,8 +1052,8 @@ parse_should_accept_the_largest_version(void **state)
 
 	(void)state;
 	assert_non_null(s);
-	assert_int_equal(store_parse_servers("s", text, strlen(text), s, &err),
-	    0);
+	assert_int_equal(
+	    store_parse_servers("s", text, strlen(text), s, &err), 0);
 	assert_int_equal(s->version, UINT64_MAX);
 	assert_int_equal(s->n, 0);
 	free(s);
@@ -1118,8 +1112,8 @@ write_atomic_should_replace_the_file_and_leave_no_temporary_file(void **state)
 	(void)state;
 	tpath(path, "atomic.txt");
 	put_file(path, "old\n", 4);
-	assert_int_equal(store_write_atomic(path, "new content\n", 12, &err),
-	    0);
+	assert_int_equal(
+	    store_write_atomic(path, "new content\n", 12, &err), 0);
 	got = get_file(path, &len);
 	assert_int_equal(len, 12);
 	assert_memory_equal(got, "new content\n", 12);
@@ -1267,9 +1261,8 @@ write_users_should_refuse_duplicate_names_and_bad_rooms(void **state)
 		u->port = 7;
 	}
 	strlcpy(us.u[2].name, "u0", sizeof(us.u[2].name));
-	assert_int_equal(store_write_users(tpath(path, "users.json"), &us,
-			     &err),
-	    -1);
+	assert_int_equal(
+	    store_write_users(tpath(path, "users.json"), &us, &err), -1);
 	assert_contains(err.text, "users[2].name: duplicate of users[0].name");
 	strlcpy(us.u[2].name, "u2", sizeof(us.u[2].name));
 	us.u[1].nrooms = 2;
@@ -1453,8 +1446,7 @@ status_json_should_parse_back_with_the_expected_fields(void **state)
 	e = cJSON_GetArrayItem(ring, 0);
 	assert_string_equal(member_of(e, "uuid")->valuestring, U1);
 	assert_string_equal(member_of(e, "name")->valuestring, "alpha");
-	assert_string_equal(member_of(e, "addr")->valuestring,
-	    "192.168.56.11");
+	assert_string_equal(member_of(e, "addr")->valuestring, "192.168.56.11");
 	assert_true(member_of(e, "port")->valuedouble == 45961);
 	assert_true(member_of(e, "ctl_port")->valuedouble == 45962);
 	assert_true(cJSON_IsTrue(member_of(e, "alive")));
@@ -1477,7 +1469,7 @@ status_json_should_parse_back_with_the_expected_fields(void **state)
 	assert_non_null(o);
 	assert_true(cJSON_IsNull(member_of(o, "leader")));
 	cJSON_ArrayForEach(e, member_of(o, "ring"))
-		assert_true(cJSON_IsFalse(member_of(e, "leader")));
+	    assert_true(cJSON_IsFalse(member_of(e, "leader")));
 	cJSON_Delete(o);
 	free(j);
 	free(r);
@@ -1509,8 +1501,7 @@ main(void)
 		syntax_error_columns_should_count_characters_not_bytes),
 	    cmocka_unit_test(
 		parse_should_refuse_every_truncation_of_a_valid_file),
-	    cmocka_unit_test(
-		parse_should_say_end_of_file_for_a_truncated_file),
+	    cmocka_unit_test(parse_should_say_end_of_file_for_a_truncated_file),
 	    cmocka_unit_test(parse_should_refuse_bytes_that_are_not_utf8),
 	    cmocka_unit_test(
 		parse_should_refuse_what_json_forbids_even_where_cjson_is_lax),
