@@ -8,7 +8,7 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 BUILD   ?= build
 SEEDS   ?= 3000
-FUZZRUNS ?= 200000
+FUZZRUNS ?= 1000000
 
 # Shared modules, pure protocol logic first, then the I/O around it.
 LIB_SRCS =
