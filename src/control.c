@@ -19,15 +19,15 @@ static const struct {
 	enum ctl_cmd cmd, with_arg;
 	const char *help;
 } ctl_table[] = {
-	{"vote", NULL, CTL_VOTE, CTL_VOTE, "start an election now"},
-	{"status", "json", CTL_STATUS, CTL_STATUS_JSON,
-	    "role, epoch, leader and the ring with liveness (json: one object)"},
-	{"servers", NULL, CTL_SERVERS, CTL_SERVERS, "the member list"},
-	{"users", NULL, CTL_USERS, CTL_USERS, "registered users"},
-	{"rooms", NULL, CTL_ROOMS, CTL_ROOMS, "rooms and their members"},
-	{"help", NULL, CTL_HELP, CTL_HELP, "this list"},
-	{"quit", NULL, CTL_QUIT, CTL_QUIT,
-	    "leave the cluster (a leader hands over first)"},
+    {"vote", NULL, CTL_VOTE, CTL_VOTE, "start an election now"},
+    {"status", "json", CTL_STATUS, CTL_STATUS_JSON,
+	"role, epoch, leader and the ring with liveness (json: one object)"},
+    {"servers", NULL, CTL_SERVERS, CTL_SERVERS, "the member list"},
+    {"users", NULL, CTL_USERS, CTL_USERS, "registered users"},
+    {"rooms", NULL, CTL_ROOMS, CTL_ROOMS, "rooms and their members"},
+    {"help", NULL, CTL_HELP, CTL_HELP, "this list"},
+    {"quit", NULL, CTL_QUIT, CTL_QUIT,
+	"leave the cluster (a leader hands over first)"},
 };
 
 enum ctl_cmd
@@ -185,9 +185,12 @@ control_client(const char *path, const char *command)
 		return 1;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		fprintf(stderr, "ringchatd ctl: %s: %s (is the server running "
-		    "with this --state-dir?)\n", path, strerror(errno));
+	if (fd == -1 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		fprintf(stderr,
+		    "ringchatd ctl: %s: %s (is the server running "
+		    "with this --state-dir?)\n",
+		    path, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return 1;

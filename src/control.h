@@ -8,16 +8,16 @@
 
 enum ctl_cmd {
 	CTL_EMPTY,
-	CTL_VOTE,        /* start an election now */
-	CTL_STATUS,      /* role, epoch, leader, the ring with liveness */
+	CTL_VOTE,	 /* start an election now */
+	CTL_STATUS,	 /* role, epoch, leader, the ring with liveness */
 	CTL_STATUS_JSON, /* the same as one JSON object */
-	CTL_SERVERS,     /* the member list */
-	CTL_USERS,       /* registered users */
-	CTL_ROOMS,       /* rooms and their members */
+	CTL_SERVERS,	 /* the member list */
+	CTL_USERS,	 /* registered users */
+	CTL_ROOMS,	 /* rooms and their members */
 	CTL_HELP,
-	CTL_QUIT,        /* leave; a leader hands over first */
-	CTL_UNKNOWN,     /* not a command: report, change nothing */
-	CTL_BADARG       /* a command with arguments it does not take */
+	CTL_QUIT,    /* leave; a leader hands over first */
+	CTL_UNKNOWN, /* not a command: report, change nothing */
+	CTL_BADARG   /* a command with arguments it does not take */
 };
 
 /* Parses one line (surrounding blanks ignored, case-sensitive). */

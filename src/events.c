@@ -34,8 +34,8 @@ events_close(struct events *ev)
 }
 
 void
-events_emit(struct events *ev, const char *event, const struct store_kv *kv,
-    size_t n)
+events_emit(
+    struct events *ev, const char *event, const struct store_kv *kv, size_t n)
 {
 	struct store_kv all[EVENTS_KV_MAX + 5];
 	struct timespec ts;

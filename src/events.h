@@ -15,15 +15,15 @@ struct events {
 };
 
 /* Opens path for appending (created 0644); -1 with errno on failure. */
-int events_open(struct events *, const char *path, const struct uuid *,
-    const char *name);
+int events_open(
+    struct events *, const char *path, const struct uuid *, const char *name);
 void events_close(struct events *);
 /*
  * Appends {"t_mono_us":..,"t_wall":"..","server":"..","name":"..",
  * "event":"<event>", kv...} as one line with a single write(2), so lines
  * from concurrent writers never interleave.
  */
-void events_emit(struct events *, const char *event, const struct store_kv *,
-    size_t n);
+void events_emit(
+    struct events *, const char *event, const struct store_kv *, size_t n);
 
 #endif

@@ -28,7 +28,7 @@ void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
  * interval, saying how many were suppressed since the last one.
  */
 struct log_limit {
-	int64_t next_ms;    /* monotonic time the next line may be written */
+	int64_t next_ms; /* monotonic time the next line may be written */
 	uint64_t suppressed;
 };
 void log_limited(struct log_limit *, int64_t now_ms, int64_t interval_ms,

@@ -5,9 +5,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LOOP_FDS_MAX 32
+#define LOOP_FDS_MAX	32
 #define LOOP_TIMERS_MAX 16
-#define LOOP_STOP (-1) /* a timer callback's answer: do not run again */
+#define LOOP_STOP	(-1) /* a timer callback's answer: do not run again */
 
 struct loop;
 typedef void (*loop_fd_cb)(struct loop *, int fd, void *arg);

@@ -16,8 +16,8 @@
 #include "net.h"
 
 int
-net_iface_lookup(const char *name, struct net_iface *ifc, char *err,
-    size_t errsz)
+net_iface_lookup(
+    const char *name, struct net_iface *ifc, char *err, size_t errsz)
 {
 	struct ifaddrs *ifa, *p;
 	bool seen = false;
@@ -155,8 +155,8 @@ net_send(int fd, const struct sockaddr_in *to, const void *buf, size_t len)
 	ssize_t n;
 
 	do {
-		n = sendto(fd, buf, len, 0, (const struct sockaddr *)to,
-		    sizeof(*to));
+		n = sendto(
+		    fd, buf, len, 0, (const struct sockaddr *)to, sizeof(*to));
 	} while (n == -1 && errno == EINTR);
 	return n;
 }

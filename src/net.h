@@ -23,8 +23,8 @@ struct net_iface {
  * computes its broadcast address from address and netmask.  On failure
  * returns -1 and writes why into err.
  */
-int net_iface_lookup(const char *name, struct net_iface *, char *err,
-    size_t errsz);
+int
+net_iface_lookup(const char *name, struct net_iface *, char *err, size_t errsz);
 /* The loopback interface's name ("lo" on Linux), or NULL. */
 const char *net_loopback_name(void);
 
@@ -33,8 +33,7 @@ const char *net_loopback_name(void);
  * (the shared discovery port); bcast sets SO_BROADCAST.  -1 on failure,
  * with errno set.  A port of 0 picks a free one.
  */
-int net_udp_socket(struct in_addr addr, uint16_t port, bool reuse,
-    bool bcast);
+int net_udp_socket(struct in_addr addr, uint16_t port, bool reuse, bool bcast);
 /* The port a socket is bound to, 0 on failure. */
 uint16_t net_local_port(int fd);
 

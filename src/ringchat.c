@@ -20,15 +20,15 @@
 #include "wire.h"
 
 #define DEFAULT_DISC_PORT 45960
-#define WHERE_FIRST_MS 50
-#define WHERE_MAX_MS 1000
+#define WHERE_FIRST_MS	  50
+#define WHERE_MAX_MS	  1000
 
 /* Exit codes, as ringchat(1) documents them. */
 enum {
 	EXIT_OK = 0,
-	EXIT_FAIL = 1,      /* the server refused (body of its error) */
+	EXIT_FAIL = 1, /* the server refused (body of its error) */
 	EXIT_USAGE = 2,
-	EXIT_NOSERVER = 3   /* no server answered in time */
+	EXIT_NOSERVER = 3 /* no server answered in time */
 };
 
 struct client {
@@ -49,8 +49,7 @@ struct client {
 	uint16_t leader_port;
 };
 
-static void __attribute__((noreturn))
-usage(int code)
+static void __attribute__((noreturn)) usage(int code)
 {
 	fprintf(code == 0 ? stdout : stderr,
 	    "usage: ringchat --user NAME [--iface IF] [--discovery-port PORT]\n"
@@ -94,8 +93,8 @@ say(struct client *c, const char *event, const struct store_kv *kv, size_t n,
 }
 
 static void
-send_datagram(struct client *c, const struct sockaddr_in *to,
-    const struct wire_msg *m)
+send_datagram(
+    struct client *c, const struct sockaddr_in *to, const struct wire_msg *m)
 {
 	char buf[WIRE_MAX];
 	size_t len;
@@ -120,8 +119,9 @@ consider_leader(struct client *c, const struct wire_msg *m)
 	    uuid_parse(&u, lid) == -1 || addr == NULL ||
 	    wire_get_u64(m, "port", &port) == -1 || port == 0 || port > 65535)
 		return;
-	if (c->have_leader && (epoch < c->epoch ||
-	    (epoch == c->epoch && uuid_cmp(&u, &c->leader) <= 0)))
+	if (c->have_leader &&
+	    (epoch < c->epoch ||
+		(epoch == c->epoch && uuid_cmp(&u, &c->leader) <= 0)))
 		return;
 	if (strlcpy(c->leader_addr, addr, sizeof(c->leader_addr)) >=
 	    sizeof(c->leader_addr))
@@ -141,8 +141,8 @@ static int
 receive_until(struct client *c, int64_t timeout_ms,
     bool (*on_msg)(struct client *, const struct wire_msg *), bool resend_where)
 {
-	int64_t deadline = loop_now_ms() + timeout_ms, next = 0, gap =
-	    WHERE_FIRST_MS;
+	int64_t deadline = loop_now_ms() + timeout_ms, next = 0,
+		gap = WHERE_FIRST_MS;
 	struct wire_msg where;
 
 	wire_init(&where, WK_WHERE, "*", "", c->user);
@@ -156,8 +156,8 @@ receive_until(struct client *c, int64_t timeout_ms,
 		if (now >= deadline)
 			return -1;
 		if (resend_where && now >= next) {
-			send_datagram(c, c->have_server ? &c->server : &c->bcast,
-			    &where);
+			send_datagram(
+			    c, c->have_server ? &c->server : &c->bcast, &where);
 			next = now + gap;
 			gap = gap * 2 > WHERE_MAX_MS ? WHERE_MAX_MS : gap * 2;
 		}
@@ -189,20 +189,23 @@ find_leader(struct client *c, int64_t timeout_ms)
 {
 	char b[INET_ADDRSTRLEN];
 
-	receive_until(c, c->have_server ? timeout_ms : 300, on_where_answer,
-	    true);
+	receive_until(
+	    c, c->have_server ? timeout_ms : 300, on_where_answer, true);
 	if (!c->have_leader && !c->have_server)
 		receive_until(c, timeout_ms - 300, on_where_answer, true);
 	if (!c->have_leader) {
 		if (c->have_server)
 			warnx("no answer from %s:%u after %lld s",
-			    inet_ntop(AF_INET, &c->server.sin_addr, b, sizeof(b)),
+			    inet_ntop(
+				AF_INET, &c->server.sin_addr, b, sizeof(b)),
 			    ntohs(c->server.sin_port),
 			    (long long)timeout_ms / 1000);
 		else
 			warnx("no server answered on %s (broadcast %s, "
-			    "discovery port %u) after %lld s", c->ifc.name,
-			    inet_ntop(AF_INET, &c->bcast.sin_addr, b, sizeof(b)),
+			      "discovery port %u) after %lld s",
+			    c->ifc.name,
+			    inet_ntop(
+				AF_INET, &c->bcast.sin_addr, b, sizeof(b)),
 			    c->disc_port, (long long)timeout_ms / 1000);
 		return -1;
 	}
@@ -280,7 +283,8 @@ join_chat(struct client *c, int64_t timeout_ms)
 	ssize_t n;
 
 	if (net_sockaddr(&leader, c->leader_addr, c->leader_port) == -1)
-		errx(EXIT_FAIL, "leader address %s is malformed", c->leader_addr);
+		errx(EXIT_FAIL, "leader address %s is malformed",
+		    c->leader_addr);
 	wire_init(&m, WK_LOGIN, "", "", c->user);
 	send_datagram(c, &leader, &m);
 	p.fd = c->fd;
@@ -305,16 +309,14 @@ int
 main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
-		{"user", required_argument, NULL, 'u'},
-		{"iface", required_argument, NULL, 'i'},
-		{"discovery-port", required_argument, NULL, 'd'},
-		{"server", required_argument, NULL, 's'},
-		{"timeout", required_argument, NULL, 't'},
-		{"json", no_argument, NULL, 'j'},
-		{"where", no_argument, NULL, 'w'},
-		{"vote", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}};
+	    {"user", required_argument, NULL, 'u'},
+	    {"iface", required_argument, NULL, 'i'},
+	    {"discovery-port", required_argument, NULL, 'd'},
+	    {"server", required_argument, NULL, 's'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"json", no_argument, NULL, 'j'}, {"where", no_argument, NULL, 'w'},
+	    {"vote", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
 	struct client c;
 	const char *iface = NULL, *errstr;
 	char errbuf[256], ip[INET_ADDRSTRLEN];
@@ -329,7 +331,8 @@ main(int argc, char *argv[])
 		switch (ch) {
 		case 'u':
 			if (optarg[0] == '\0' ||
-			    strlcpy(c.user, optarg, sizeof(c.user)) >= sizeof(c.user))
+			    strlcpy(c.user, optarg, sizeof(c.user)) >=
+				sizeof(c.user))
 				errx(EXIT_USAGE, "--user: 1 to %zu bytes",
 				    sizeof(c.user) - 1);
 			break;
@@ -337,22 +340,26 @@ main(int argc, char *argv[])
 			iface = optarg;
 			break;
 		case 'd':
-			c.disc_port = (uint16_t)strtonum(optarg, 1, 65535, &errstr);
+			c.disc_port =
+			    (uint16_t)strtonum(optarg, 1, 65535, &errstr);
 			if (errstr != NULL)
-				errx(EXIT_USAGE, "--discovery-port %s: %s", optarg,
-				    errstr);
+				errx(EXIT_USAGE, "--discovery-port %s: %s",
+				    optarg, errstr);
 			break;
 		case 's':
-			if (net_parse_hostport(optarg, ip, sizeof(ip), &sport) == -1 ||
+			if (net_parse_hostport(
+				optarg, ip, sizeof(ip), &sport) == -1 ||
 			    net_sockaddr(&c.server, ip, sport) == -1)
-				errx(EXIT_USAGE, "--server %s: expected A.B.C.D:PORT",
+				errx(EXIT_USAGE,
+				    "--server %s: expected A.B.C.D:PORT",
 				    optarg);
 			c.have_server = true;
 			break;
 		case 't':
 			timeout_ms = strtonum(optarg, 1, 3600, &errstr) * 1000;
 			if (errstr != NULL)
-				errx(EXIT_USAGE, "--timeout %s: %s", optarg, errstr);
+				errx(EXIT_USAGE, "--timeout %s: %s", optarg,
+				    errstr);
 			break;
 		case 'j':
 			c.json = true;

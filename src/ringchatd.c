@@ -19,8 +19,7 @@ on_signal(int sig)
 	stop_flag = 1;
 }
 
-static void __attribute__((noreturn))
-usage(int code)
+static void __attribute__((noreturn)) usage(int code)
 {
 	FILE *f = code == 0 ? stdout : stderr;
 
@@ -111,33 +110,44 @@ ctl_main(int argc, char *argv[])
 }
 
 enum {
-	OPT_NAME = 256, OPT_UUID, OPT_IFACE, OPT_PORT, OPT_CTL_PORT,
-	OPT_DISC_PORT, OPT_STATE_DIR, OPT_PEERS, OPT_EVENTS, OPT_HB_MS,
-	OPT_MISSES, OPT_DISC_MS, OPT_RECOVER, OPT_NO_STDIN, OPT_SYSLOG
+	OPT_NAME = 256,
+	OPT_UUID,
+	OPT_IFACE,
+	OPT_PORT,
+	OPT_CTL_PORT,
+	OPT_DISC_PORT,
+	OPT_STATE_DIR,
+	OPT_PEERS,
+	OPT_EVENTS,
+	OPT_HB_MS,
+	OPT_MISSES,
+	OPT_DISC_MS,
+	OPT_RECOVER,
+	OPT_NO_STDIN,
+	OPT_SYSLOG
 };
 
 int
 main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
-		{"name", required_argument, NULL, OPT_NAME},
-		{"uuid", required_argument, NULL, OPT_UUID},
-		{"iface", required_argument, NULL, OPT_IFACE},
-		{"port", required_argument, NULL, OPT_PORT},
-		{"ctl-port", required_argument, NULL, OPT_CTL_PORT},
-		{"discovery-port", required_argument, NULL, OPT_DISC_PORT},
-		{"state-dir", required_argument, NULL, OPT_STATE_DIR},
-		{"peers", required_argument, NULL, OPT_PEERS},
-		{"events", required_argument, NULL, OPT_EVENTS},
-		{"heartbeat-ms", required_argument, NULL, OPT_HB_MS},
-		{"misses", required_argument, NULL, OPT_MISSES},
-		{"discovery-ms", required_argument, NULL, OPT_DISC_MS},
-		{"recover", no_argument, NULL, OPT_RECOVER},
-		{"no-stdin", no_argument, NULL, OPT_NO_STDIN},
-		{"syslog", no_argument, NULL, OPT_SYSLOG},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}};
+	    {"name", required_argument, NULL, OPT_NAME},
+	    {"uuid", required_argument, NULL, OPT_UUID},
+	    {"iface", required_argument, NULL, OPT_IFACE},
+	    {"port", required_argument, NULL, OPT_PORT},
+	    {"ctl-port", required_argument, NULL, OPT_CTL_PORT},
+	    {"discovery-port", required_argument, NULL, OPT_DISC_PORT},
+	    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+	    {"peers", required_argument, NULL, OPT_PEERS},
+	    {"events", required_argument, NULL, OPT_EVENTS},
+	    {"heartbeat-ms", required_argument, NULL, OPT_HB_MS},
+	    {"misses", required_argument, NULL, OPT_MISSES},
+	    {"discovery-ms", required_argument, NULL, OPT_DISC_MS},
+	    {"recover", no_argument, NULL, OPT_RECOVER},
+	    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
+	    {"syslog", no_argument, NULL, OPT_SYSLOG},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	static struct server srv; /* large: not on the stack */
 	struct server_cfg cfg;
 	struct sigaction sa;
@@ -149,41 +159,49 @@ main(int argc, char *argv[])
 
 	server_cfg_defaults(&cfg);
 	cfg.use_stdin = true;
-	if (gethostname(cfg.name, sizeof(cfg.name)) == -1 || cfg.name[0] == '\0')
+	if (gethostname(cfg.name, sizeof(cfg.name)) == -1 ||
+	    cfg.name[0] == '\0')
 		strlcpy(cfg.name, "ringchatd", sizeof(cfg.name));
 	cfg.name[sizeof(cfg.name) - 1] = '\0';
 
 	while ((ch = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case OPT_NAME:
-			if (optarg[0] == '\0' || strlcpy(cfg.name, optarg,
-			    sizeof(cfg.name)) >= sizeof(cfg.name)) {
-				fprintf(stderr, "ringchatd: --name: 1 to %zu "
-				    "bytes\n", sizeof(cfg.name) - 1);
+			if (optarg[0] == '\0' ||
+			    strlcpy(cfg.name, optarg, sizeof(cfg.name)) >=
+				sizeof(cfg.name)) {
+				fprintf(stderr,
+				    "ringchatd: --name: 1 to %zu "
+				    "bytes\n",
+				    sizeof(cfg.name) - 1);
 				return 2;
 			}
 			break;
 		case OPT_UUID:
 			if (uuid_parse(&cfg.uuid, optarg) == -1) {
-				fprintf(stderr, "ringchatd: --uuid %s: not a "
-				    "UUID (8-4-4-4-12 hex digits)\n", optarg);
+				fprintf(stderr,
+				    "ringchatd: --uuid %s: not a "
+				    "UUID (8-4-4-4-12 hex digits)\n",
+				    optarg);
 				return 2;
 			}
 			cfg.uuid_given = true;
 			break;
 		case OPT_IFACE:
-			path_arg(cfg.iface, sizeof(cfg.iface), "--iface", optarg);
+			path_arg(
+			    cfg.iface, sizeof(cfg.iface), "--iface", optarg);
 			break;
 		case OPT_PORT:
-			cfg.port = (uint16_t)num_arg("--port", optarg, 1, 65534);
+			cfg.port =
+			    (uint16_t)num_arg("--port", optarg, 1, 65534);
 			break;
 		case OPT_CTL_PORT:
-			cfg.ctl_port = (uint16_t)num_arg("--ctl-port", optarg, 1,
-			    65535);
+			cfg.ctl_port =
+			    (uint16_t)num_arg("--ctl-port", optarg, 1, 65535);
 			break;
 		case OPT_DISC_PORT:
-			cfg.disc_port = (uint16_t)num_arg("--discovery-port",
-			    optarg, 1, 65535);
+			cfg.disc_port = (uint16_t)num_arg(
+			    "--discovery-port", optarg, 1, 65535);
 			break;
 		case OPT_STATE_DIR:
 			path_arg(cfg.state_dir, sizeof(cfg.state_dir),
@@ -198,15 +216,16 @@ main(int argc, char *argv[])
 			    "--events", optarg);
 			break;
 		case OPT_HB_MS:
-			cfg.hb.interval_ms = num_arg("--heartbeat-ms", optarg, 1,
-			    60000);
+			cfg.hb.interval_ms =
+			    num_arg("--heartbeat-ms", optarg, 1, 60000);
 			break;
 		case OPT_MISSES:
-			cfg.hb.misses = (int)num_arg("--misses", optarg, 1, 100);
+			cfg.hb.misses =
+			    (int)num_arg("--misses", optarg, 1, 100);
 			break;
 		case OPT_DISC_MS:
-			cfg.discovery_ms = num_arg("--discovery-ms", optarg, 10,
-			    600000);
+			cfg.discovery_ms =
+			    num_arg("--discovery-ms", optarg, 10, 600000);
 			break;
 		case OPT_RECOVER:
 			cfg.recover = true;
@@ -232,7 +251,8 @@ main(int argc, char *argv[])
 		cfg.ctl_port = (uint16_t)(cfg.port + 1);
 	if (cfg.ctl_port == cfg.port || cfg.ctl_port == cfg.disc_port ||
 	    cfg.port == cfg.disc_port) {
-		fprintf(stderr, "ringchatd: data, control and discovery ports "
+		fprintf(stderr,
+		    "ringchatd: data, control and discovery ports "
 		    "must differ\n");
 		return 2;
 	}

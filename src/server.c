@@ -15,21 +15,21 @@
 
 #include "server.h"
 
-#define PRIO_CTL 0  /* heartbeats and votes first */
-#define PRIO_DISC 1
-#define PRIO_OPER 2
-#define PRIO_DATA 3
-#define RX_BURST 64 /* datagrams read per wake-up from one socket */
+#define PRIO_CTL	       0 /* heartbeats and votes first */
+#define PRIO_DISC	       1
+#define PRIO_OPER	       2
+#define PRIO_DATA	       3
+#define RX_BURST	       64 /* datagrams read per wake-up from one socket */
 #define SERVERS_WRITE_DELAY_MS 20
-#define SERVERS_REFRESH_MS 5000
-#define DISC_FIRST_MS 50
-#define DISC_MAX_MS 2000
-#define CLIENT_VOTE_GAP_MS 1000
-#define QUIT_GRACE_MS 1500
+#define SERVERS_REFRESH_MS     5000
+#define DISC_FIRST_MS	       50
+#define DISC_MAX_MS	       2000
+#define CLIENT_VOTE_GAP_MS     1000
+#define QUIT_GRACE_MS	       1500
 
-static const char *drop_names[DROP_NMAX] = {
-	"from a non-member", "forged sender address", "missing field",
-	"kind not accepted here", "own broadcast"};
+static const char *drop_names[DROP_NMAX] = {"from a non-member",
+    "forged sender address", "missing field", "kind not accepted here",
+    "own broadcast"};
 
 static void server_apply_election(struct server *, int64_t now);
 static void server_send_news(struct server *, const struct sockaddr_in *);
@@ -63,8 +63,7 @@ state_path(const struct server *s, const char *file, char *buf, size_t bufsz)
 }
 
 static void
-emit(struct server *s, const char *event, const struct store_kv *kv,
-    size_t n)
+emit(struct server *s, const char *event, const struct store_kv *kv, size_t n)
 {
 	events_emit(&s->ev, event, kv, n);
 }
@@ -93,8 +92,8 @@ send_msg(struct server *s, int fd, const struct sockaddr_in *to,
 	e = wire_encode(m, buf, sizeof(buf), &len);
 	if (e != WIRE_OK) {
 		/* Only our own fields go in: a bug, not hostile input. */
-		fatalx("encode %s: %s", wire_kind_name(m->kind),
-		    wire_strerror(e));
+		fatalx(
+		    "encode %s: %s", wire_kind_name(m->kind), wire_strerror(e));
 	}
 	if (net_send(fd, to, buf, len) == -1)
 		s->tx_errors++;
@@ -153,8 +152,9 @@ servers_write(struct server *s)
 		return;
 	}
 	servers_snapshot(s, st);
-	if (state_path(s, "servers.json", path, sizeof(path)) == -1 ||
-	    store_write_servers(path, st, &err) == -1)
+	if (state_path(s, "servers.json", path, sizeof(path)) == -1)
+		log_warnx("%s/servers.json: path too long", s->cfg.state_dir);
+	else if (store_write_servers(path, st, &err) == -1)
 		log_warnx("%s", err.text);
 	free(st);
 	s->servers_dirty = false;
@@ -225,8 +225,7 @@ role_changed(struct server *s, enum election_role old, enum election_role nw,
 }
 
 static void
-start_election(struct server *s, int64_t now, const char *reason,
-    bool abstain)
+start_election(struct server *s, int64_t now, const char *reason, bool abstain)
 {
 	s->elections++;
 	election_start(&s->el, &s->ring, now, reason, abstain);
@@ -299,11 +298,14 @@ log_election_event(struct server *s, const struct el_out *o, int64_t now)
 	    o->ev == EL_EV_DROP || o->ev == EL_EV_STALE;
 	struct store_kv kv[4] = {
 	    {.key = "epoch", .type = KV_UINT, .u = o->epoch},
-	    {.key = from ? "from" : "to", .type = KV_STR,
+	    {.key = from ? "from" : "to",
+		.type = KV_STR,
 		.s = uuid_format(&o->to, a)},
-	    {.key = "candidate", .type = KV_STR,
+	    {.key = "candidate",
+		.type = KV_STR,
 		.s = uuid_format(&o->candidate, b)},
-	    {.key = "detail", .type = KV_STR,
+	    {.key = "detail",
+		.type = KV_STR,
 		.s = o->detail != NULL ? o->detail : ""}};
 
 	switch (o->ev) {
@@ -407,8 +409,8 @@ drop(struct server *s, enum server_drop why, const struct sockaddr_in *from,
 
 	s->drops[why]++;
 	log_limited(&s->bad_limit, loop_now_ms(), 1000,
-	    "dropped %s datagram from %s: %s", kind, net_ntop(from, a, sizeof(a)),
-	    drop_names[why]);
+	    "dropped %s datagram from %s: %s", kind,
+	    net_ntop(from, a, sizeof(a)), drop_names[why]);
 }
 
 static int
@@ -421,8 +423,8 @@ get_uuid(const struct wire_msg *m, const char *key, struct uuid *u)
 
 /* The sending member, checked against the address it sent from. */
 static struct member *
-authentic_member(struct server *s, const struct wire_msg *m,
-    const struct sockaddr_in *from)
+authentic_member(
+    struct server *s, const struct wire_msg *m, const struct sockaddr_in *from)
 {
 	struct sockaddr_in want;
 	struct member *mb;
@@ -454,8 +456,8 @@ authentic_member(struct server *s, const struct wire_msg *m,
  * and endpoints.  -1 when a field is missing or malformed.
  */
 static int
-parse_member(const struct wire_msg *m, const char *uuid_text,
-    struct member *out)
+parse_member(
+    const struct wire_msg *m, const char *uuid_text, struct member *out)
 {
 	uint64_t port, cport;
 	struct sockaddr_in sin;
@@ -468,7 +470,8 @@ parse_member(const struct wire_msg *m, const char *uuid_text,
 	    port > 65535 || cport == 0 || cport > 65535 ||
 	    net_sockaddr(&sin, addr, (uint16_t)cport) == -1 ||
 	    m->body[0] == '\0' ||
-	    strlcpy(out->name, m->body, sizeof(out->name)) >= sizeof(out->name) ||
+	    strlcpy(out->name, m->body, sizeof(out->name)) >=
+		sizeof(out->name) ||
 	    strlcpy(out->addr, addr, sizeof(out->addr)) >= sizeof(out->addr))
 		return -1;
 	out->port = (uint16_t)port;
@@ -549,8 +552,8 @@ on_news(struct server *s, const struct wire_msg *m,
 		for (i = 0; i < s->ring.n; i++)
 			if (uuid_cmp(&s->ring.m[i].uuid, &nm.uuid) != 0 &&
 			    uuid_cmp(&s->ring.m[i].uuid, &s->ring.self) != 0)
-				send_member_record(s, &s->ring.m[i], &ctl,
-				    m->from);
+				send_member_record(
+				    s, &s->ring.m[i], &ctl, m->from);
 	/* A leader announcing itself (a healed partition) is compared too. */
 	if (view == 1) {
 		election_observe_leader(&s->el, &s->ring, now, epoch, &leader);
@@ -594,8 +597,8 @@ on_member(struct server *s, const struct wire_msg *m,
 		return;
 	mb = ring_find(&s->ring, &nm.uuid);
 	if (r == 1) {
-		log_info("learned of member %s (%s:%u)", nm.name, nm.addr,
-		    nm.port);
+		log_info(
+		    "learned of member %s (%s:%u)", nm.name, nm.addr, nm.port);
 		servers_changed(s);
 		if (!nm.alive)
 			ring_set_alive(&s->ring, &nm.uuid, false);
@@ -634,8 +637,7 @@ on_voting(struct server *s, struct member *mb, const struct wire_msg *m,
 		s->dead_hint = dead;
 		s->dead_hint_epoch = epoch;
 	}
-	election_on_voting(&s->el, &s->ring, now, &mb->uuid, epoch, &cand,
-	    hop);
+	election_on_voting(&s->el, &s->ring, now, &mb->uuid, epoch, &cand, hop);
 	server_apply_election(s, now);
 }
 
@@ -667,8 +669,8 @@ on_leader(struct server *s, struct member *mb, const struct wire_msg *m,
 		drop(s, DROP_FIELDS, from, "leader");
 		return;
 	}
-	election_on_leader(&s->el, &s->ring, now, &mb->uuid, epoch, &leader,
-	    hop);
+	election_on_leader(
+	    &s->el, &s->ring, now, &mb->uuid, epoch, &leader, hop);
 	server_apply_election(s, now);
 }
 
@@ -738,8 +740,8 @@ on_probe(struct server *s, struct member *mb, const struct wire_msg *m,
 		return;
 	}
 	if (uuid_cmp(&target, &s->ring.self) == 0) {
-		wire_init(&r, WK_PROBEACK, wire_get(m, "origin"), "",
-		    self_id(s));
+		wire_init(
+		    &r, WK_PROBEACK, wire_get(m, "origin"), "", self_id(s));
 		wire_add(&r, "id", id);
 		wire_add(&r, "origin", wire_get(m, "origin"));
 		wire_add(&r, "target", self_id(s));
@@ -806,8 +808,8 @@ on_probeack(struct server *s, const struct wire_msg *m,
 static void
 on_bye(struct server *s, struct member *mb, int64_t now)
 {
-	bool was_leader = s->el.has_leader &&
-	    uuid_cmp(&mb->uuid, &s->el.leader) == 0;
+	bool was_leader =
+	    s->el.has_leader && uuid_cmp(&mb->uuid, &s->el.leader) == 0;
 
 	member_down(s, &mb->uuid, "left the cluster");
 	if (was_leader && s->el.role == ROLE_BACKUP)
@@ -1041,8 +1043,8 @@ send_beats(struct server *s, int rounds)
 		if (mb->alive ? !(rounds & HB_ROUND_LIVE)
 			      : !(rounds & HB_ROUND_DEAD))
 			continue;
-		wire_init(&m, WK_BEAT, uuid_format(&mb->uuid, id), "",
-		    self_id(s));
+		wire_init(
+		    &m, WK_BEAT, uuid_format(&mb->uuid, id), "", self_id(s));
 		wire_add_u64(&m, "epoch", s->el.epoch);
 		wire_add_u64(&m, "seq", s->hbl.seq);
 		wire_add_u64(&m, "sv", s->servers_version);
@@ -1093,7 +1095,8 @@ follower_tick(struct server *s, int64_t now)
 		struct uuid dead = s->el.leader;
 
 		log_info("leader declared dead after %d missed beats and "
-		    "unanswered probes", missed);
+			 "unanswered probes",
+		    missed);
 		emit_uuid(s, "heartbeat_timeout", "leader", &dead, s->el.epoch);
 		member_down(s, &dead, "missed heartbeats");
 		s->dead_hint_set = true;
@@ -1116,9 +1119,9 @@ leader_tick(struct server *s, int64_t now)
 	for (i = 0; i < n; i++) {
 		const struct member *mb = ring_find_const(&s->ring, &dead[i]);
 		char buf[UUID_STRLEN + 1];
-		struct store_kv kv[2] = {
-		    {.key = "member", .type = KV_STR,
-			.s = uuid_format(&dead[i], buf)},
+		struct store_kv kv[2] = {{.key = "member",
+					     .type = KV_STR,
+					     .s = uuid_format(&dead[i], buf)},
 		    {.key = "why", .type = KV_STR, .s = "no beat answers"}};
 
 		log_info("member %s is down: no beat answers",
@@ -1184,8 +1187,9 @@ server_tick(struct loop *l, int64_t now, void *arg)
 		    (long long)s->cfg.discovery_ms);
 		start_election(s, now, "no leader found", false);
 	}
-	if (s->quitting && (now >= s->quit_deadline_ms ||
-	    (s->el.role == ROLE_BACKUP && s->el.has_leader)))
+	if (s->quitting &&
+	    (now >= s->quit_deadline_ms ||
+		(s->el.role == ROLE_BACKUP && s->el.has_leader)))
 		quit_now(s);
 	if (now >= s->servers_refresh_ms) {
 		s->servers_refresh_ms = now + SERVERS_REFRESH_MS;
@@ -1238,16 +1242,16 @@ print_ring(struct server *s, FILE *f)
 		const struct member *mb = &s->ring.m[(idx + i) % s->ring.n];
 		char id[UUID_STRLEN + 1];
 		bool is_self = uuid_cmp(&mb->uuid, &s->ring.self) == 0;
-		bool is_leader = s->el.has_leader &&
-		    uuid_cmp(&mb->uuid, &s->el.leader) == 0;
+		bool is_leader =
+		    s->el.has_leader && uuid_cmp(&mb->uuid, &s->el.leader) == 0;
 		int64_t ago = mb->last_seen_ms == 0
 		    ? -1
 		    : loop_now_ms() - mb->last_seen_ms;
 
-		fprintf(f, "  %s %-16s %s:%u/%u %-5s%s%s", uuid_format(&mb->uuid, id),
-		    mb->name, mb->addr, mb->port, mb->ctl_port,
-		    mb->alive ? "up" : "down", is_self ? " self" : "",
-		    is_leader ? " leader" : "");
+		fprintf(f, "  %s %-16s %s:%u/%u %-5s%s%s",
+		    uuid_format(&mb->uuid, id), mb->name, mb->addr, mb->port,
+		    mb->ctl_port, mb->alive ? "up" : "down",
+		    is_self ? " self" : "", is_leader ? " leader" : "");
 		if (!is_self && ago >= 0)
 			fprintf(f, " (seen %lld ms ago)", (long long)ago);
 		fputc('\n', f);
@@ -1258,9 +1262,8 @@ static void
 print_status(struct server *s, FILE *f)
 {
 	const struct member *me = ring_self(&s->ring);
-	const struct member *lm = s->el.has_leader
-	    ? ring_find_const(&s->ring, &s->el.leader)
-	    : NULL;
+	const struct member *lm =
+	    s->el.has_leader ? ring_find_const(&s->ring, &s->el.leader) : NULL;
 	uint64_t bad = 0;
 	size_t i;
 
@@ -1268,9 +1271,10 @@ print_status(struct server *s, FILE *f)
 		bad += s->wire_errors[i];
 	for (i = 0; i < DROP_NMAX; i++)
 		bad += s->drops[i];
-	fprintf(f, "server %s (%s) on %s, data %s:%u, control %u, discovery %u\n",
-	    me->name, self_id(s), s->ifc.name, me->addr, me->port,
-	    me->ctl_port, s->cfg.disc_port);
+	fprintf(f,
+	    "server %s (%s) on %s, data %s:%u, control %u, discovery %u\n",
+	    me->name, self_id(s), s->ifc.name, me->addr, me->port, me->ctl_port,
+	    s->cfg.disc_port);
 	fprintf(f, "role %s, epoch %llu, leader %s\n",
 	    election_role_name(s->el.role), (unsigned long long)s->el.epoch,
 	    lm != NULL ? lm->name : "(none)");
@@ -1352,7 +1356,8 @@ server_command(struct server *s, const char *line, FILE *f)
 			break;
 		s->quitting = true;
 		s->quit_deadline_ms = now + QUIT_GRACE_MS;
-		if (s->el.role == ROLE_LEADER && ring_live_count(&s->ring) > 1) {
+		if (s->el.role == ROLE_LEADER &&
+		    ring_live_count(&s->ring) > 1) {
 			fprintf(f, "handing over leadership, then leaving\n");
 			start_election(s, now, "leader quits", true);
 		} else {
@@ -1392,8 +1397,8 @@ on_stdin(struct loop *l, int fd, void *arg)
 	ssize_t n;
 	char *nl;
 
-	n = read(fd, s->stdin_buf + s->stdin_used,
-	    CTL_LINE_MAX - s->stdin_used);
+	n = read(
+	    fd, s->stdin_buf + s->stdin_used, CTL_LINE_MAX - s->stdin_used);
 	if (n <= 0) {
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
 			loop_del_fd(l, fd); /* stdin closed: keep serving */
@@ -1527,13 +1532,13 @@ static void
 move_aside(const char *path)
 {
 	char dst[PATH_MAX];
-	int n = snprintf(dst, sizeof(dst), "%s.corrupt-%lld", path,
-	    (long long)time(NULL));
+	int n = snprintf(
+	    dst, sizeof(dst), "%s.corrupt-%lld", path, (long long)time(NULL));
 
 	if (n < 0 || (size_t)n >= sizeof(dst) || rename(path, dst) == -1)
 		fatal("cannot move %s aside", path);
-	log_warnx("moved corrupt %s to %s; state comes from the leader", path,
-	    dst);
+	log_warnx(
+	    "moved corrupt %s to %s; state comes from the leader", path, dst);
 }
 
 static void
@@ -1556,7 +1561,7 @@ load_servers(struct server *s)
 		r = 1;
 	} else if (r == -1) {
 		fatalx("%s (the file is kept; fix it, or start with --recover "
-		    "to move it aside and fetch the state from the leader)",
+		       "to move it aside and fetch the state from the leader)",
 		    err.text);
 	}
 	if (r == 0) {
@@ -1628,7 +1633,7 @@ static void
 open_control_socket(struct server *s)
 {
 	if (state_path(s, "ringchatd.sock", s->ctlsock_path,
-	    sizeof(s->ctlsock_path)) == -1)
+		sizeof(s->ctlsock_path)) == -1)
 		fatalx("%s: state directory path too long", s->cfg.state_dir);
 	s->ctlsock_fd = control_listen(s->ctlsock_path);
 	if (s->ctlsock_fd == -1 && errno == EADDRINUSE)
@@ -1680,8 +1685,8 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	load_peers(s);
 	open_control_socket(s);
 	if (s->cfg.events_file[0] != '\0') {
-		if (events_open(&s->ev, s->cfg.events_file, &me.uuid,
-		    me.name) == -1)
+		if (events_open(
+			&s->ev, s->cfg.events_file, &me.uuid, me.name) == -1)
 			fatal("--events %s", s->cfg.events_file);
 	} else {
 		events_open(&s->ev, NULL, &me.uuid, me.name);
@@ -1705,12 +1710,13 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	servers_changed(s);
 
 	log_info("server %s (%s) on %s %s: data %u, control %u, discovery "
-	    "%u, broadcast %s", me.name, uuid_format(&me.uuid, id),
-	    s->ifc.name, me.addr, me.port, me.ctl_port, s->cfg.disc_port,
+		 "%u, broadcast %s",
+	    me.name, uuid_format(&me.uuid, id), s->ifc.name, me.addr, me.port,
+	    me.ctl_port, s->cfg.disc_port,
 	    inet_ntop(AF_INET, &s->ifc.bcast, b, sizeof(b)));
 	if (s->ifc.loopback)
 		log_info("listening on loopback only: to reach a LAN, start "
-		    "with --iface IF (e.g. --iface eth0)");
+			 "with --iface IF (e.g. --iface eth0)");
 	memset(kv, 0, sizeof(kv));
 	kv[0].key = "addr";
 	kv[0].type = KV_STR;

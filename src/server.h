@@ -18,9 +18,9 @@
 #include "store.h"
 #include "wire.h"
 
-#define SERVER_DEFAULT_PORT 45961
+#define SERVER_DEFAULT_PORT	 45961
 #define SERVER_DEFAULT_DISC_PORT 45960
-#define SERVER_CONNS_MAX 4
+#define SERVER_CONNS_MAX	 4
 
 struct server_cfg {
 	char name[RING_NAME_MAX];
@@ -29,7 +29,7 @@ struct server_cfg {
 	char iface[NET_IFNAME_MAX]; /* empty: loopback */
 	uint16_t port, ctl_port, disc_port;
 	char state_dir[PATH_MAX];
-	char peers_file[PATH_MAX]; /* empty: none */
+	char peers_file[PATH_MAX];  /* empty: none */
 	char events_file[PATH_MAX]; /* empty: none */
 	bool recover;
 	bool use_stdin;
@@ -47,11 +47,11 @@ struct ctl_conn {
 
 /* Counted reasons a datagram was dropped (besides wire errors). */
 enum server_drop {
-	DROP_NONMEMBER,  /* control datagram from an unknown server */
-	DROP_FORGED,     /* sender address does not match the member */
-	DROP_FIELDS,     /* a required extension missing or malformed */
-	DROP_KIND,       /* a kind not accepted on this port */
-	DROP_SELF,       /* our own broadcast coming back */
+	DROP_NONMEMBER, /* control datagram from an unknown server */
+	DROP_FORGED,	/* sender address does not match the member */
+	DROP_FIELDS,	/* a required extension missing or malformed */
+	DROP_KIND,	/* a kind not accepted on this port */
+	DROP_SELF,	/* our own broadcast coming back */
 	DROP_NMAX
 };
 

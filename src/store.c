@@ -623,9 +623,10 @@ doc_parse(struct doc *d, const char *name, const char *text, size_t len,
 		return -1;
 	*rootp = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (*rootp == NULL) {
-		/* The text is valid JSON: cJSON ran out of memory. */
-		return seterr(
-		    err, "%s: out of memory parsing %zu bytes", name, len);
+		/* The text is valid JSON: most likely out of memory. */
+		return doc_fail_at(d,
+		    end != NULL && end >= text ? (size_t)(end - text) : 0,
+		    "cJSON could not parse this (out of memory?)");
 	}
 	return 0;
 }

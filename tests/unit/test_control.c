@@ -87,7 +87,8 @@ read_line_should_assemble_a_line_from_pieces(void **state)
 	int sv[2];
 
 	(void)state;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	assert_int_equal(write(sv[1], "sta", 3), 3);
 	assert_int_equal(control_read_line(sv[0], line, &used), 0);
 	assert_int_equal(write(sv[1], "tus\n", 4), 4);
@@ -105,7 +106,8 @@ read_line_should_take_eof_as_the_end_of_a_line(void **state)
 	int sv[2];
 
 	(void)state;
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	assert_int_equal(write(sv[1], "vote", 4), 4);
 	shutdown(sv[1], SHUT_WR);
 	assert_int_equal(control_read_line(sv[0], line, &used), 0);
@@ -124,8 +126,10 @@ read_line_should_reject_a_line_longer_than_the_limit(void **state)
 
 	(void)state;
 	memset(junk, 'x', sizeof(junk));
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	assert_int_equal(write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	assert_int_equal(
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(
+	    write(sv[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	do
 		r = control_read_line(sv[0], line, &used);
 	while (r == 0);
@@ -173,16 +177,20 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(parse_should_recognise_every_command),
-		cmocka_unit_test(parse_should_ignore_surrounding_blanks),
-		cmocka_unit_test(parse_should_reject_unknown_words_and_extra_arguments),
-		cmocka_unit_test(parse_should_refuse_an_overlong_line),
-		cmocka_unit_test(help_should_list_every_command),
-		cmocka_unit_test(read_line_should_assemble_a_line_from_pieces),
-		cmocka_unit_test(read_line_should_take_eof_as_the_end_of_a_line),
-		cmocka_unit_test(read_line_should_reject_a_line_longer_than_the_limit),
-		cmocka_unit_test(listen_should_refuse_a_path_too_long_for_a_unix_socket),
-		cmocka_unit_test(listen_should_replace_a_stale_socket_but_not_a_live_one),
+	    cmocka_unit_test(parse_should_recognise_every_command),
+	    cmocka_unit_test(parse_should_ignore_surrounding_blanks),
+	    cmocka_unit_test(
+		parse_should_reject_unknown_words_and_extra_arguments),
+	    cmocka_unit_test(parse_should_refuse_an_overlong_line),
+	    cmocka_unit_test(help_should_list_every_command),
+	    cmocka_unit_test(read_line_should_assemble_a_line_from_pieces),
+	    cmocka_unit_test(read_line_should_take_eof_as_the_end_of_a_line),
+	    cmocka_unit_test(
+		read_line_should_reject_a_line_longer_than_the_limit),
+	    cmocka_unit_test(
+		listen_should_refuse_a_path_too_long_for_a_unix_socket),
+	    cmocka_unit_test(
+		listen_should_replace_a_stale_socket_but_not_a_live_one),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
