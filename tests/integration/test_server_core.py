@@ -225,3 +225,23 @@ def test_static_peers_should_join_servers_that_cannot_hear_broadcasts(cluster_fa
     for s, dport in zip(c.servers, free_ports(3)):
         s.start(["--discovery-port", str(dport), "--peers", str(path)])
     assert c.wait_leader(timeout=15) == c.servers[-1].uuid
+
+
+def test_a_frozen_leader_coming_back_should_step_down_for_the_newer_one(cluster_factory):
+    c = cluster_factory(3).start_all()
+    old = c.wait_leader(timeout=15)
+    top = c.by_uuid(old)
+    epoch = c.servers[0].status()["epoch"]
+    top.proc.send_signal(signal.SIGSTOP)  # cut off: alive, but silent
+    try:
+        wait_for(lambda: all((s.status() or {}).get("role") in ("leader", "backup")
+                             and s.status()["epoch"] > epoch and s.status()["leader"] != old
+                             for s in c.servers if s is not top),
+                 10, "the others elect a new leader")
+    finally:
+        top.proc.send_signal(signal.SIGCONT)
+    # It wakes up believing it leads epoch `epoch`; the newer pair wins.
+    new = c.wait_leader(timeout=10)
+    assert new == c.servers[1].uuid
+    assert top.status()["role"] == "backup"
+    assert events_named(top, "step_down")
