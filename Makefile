@@ -26,6 +26,7 @@ LIB_SRCS += src/control.c    # operator commands: stdin and the ctl socket
 
 SERVER_SRCS =
 SERVER_SRCS += src/events.c     # --events JSON lines for timelines
+SERVER_SRCS += src/chat.c       # chat service: relay, replication to backups
 SERVER_SRCS += src/server.c     # daemon state: discovery, election, heartbeats glued
 SERVER_SRCS += src/ringchatd.c  # server main: options, identity, sockets, loop
 

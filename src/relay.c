@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "relay.h"
+#include "store.h"
 
 /*
  * Memory: every allocation goes through mem_*, which count the bytes
@@ -3079,4 +3080,68 @@ relay_op_name(enum relay_op_type t)
 	if ((int)t < 0 || t >= ROP_COUNT)
 		return "?";
 	return op_names[t];
+}
+
+int
+relay_export_users(const struct relay *r, const struct users_state *prev,
+    int64_t now_wall, struct users_state *st)
+{
+	size_t i, k;
+
+	store_users_free(st);
+	store_users_init(st);
+	st->version = r->version;
+	for (i = 0; i < r->nusers; i++) {
+		const struct relay_user *u = &r->users[i];
+		const struct user *old;
+		struct user *nu;
+
+		if ((nu = store_users_add(st)) == NULL) {
+			store_users_free(st);
+			store_users_init(st);
+			return -1;
+		}
+		strlcpy(nu->name, u->name, sizeof(nu->name));
+		strlcpy(nu->addr, u->addr, sizeof(nu->addr));
+		nu->port = u->port;
+		nu->online = u->online;
+		/* Users are never removed: the last export lines up by index.
+		 */
+		old = prev != NULL && i < prev->n &&
+			strcmp(prev->u[i].name, u->name) == 0
+		    ? &prev->u[i]
+		    : NULL;
+		nu->last_seen = u->online ? now_wall
+		    : old != NULL	  ? old->last_seen
+					  : 0;
+		for (k = 0; k < r->nrooms && nu->nrooms < USER_ROOMS_MAX; k++) {
+			const struct relay_room *rm = r->rooms[k];
+			size_t m;
+
+			for (m = 0; m < rm->nmem; m++)
+				if (rm->members[m] == i)
+					break;
+			if (m < rm->nmem)
+				strlcpy(nu->rooms[nu->nrooms++], rm->name,
+				    ROOM_NAME_MAX);
+		}
+	}
+	return 0;
+}
+
+size_t
+relay_room_count(const struct relay *r)
+{
+	return r->nrooms;
+}
+
+const char *
+relay_room_at(const struct relay *r, size_t i, size_t *members)
+{
+	if (i >= r->nrooms) {
+		*members = 0;
+		return "";
+	}
+	*members = r->rooms[i]->nmem;
+	return r->rooms[i]->name;
 }

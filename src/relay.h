@@ -332,6 +332,17 @@ bool relay_equal(const struct relay *, const struct relay *);
 /* 0 and *info filled, or -1 when there is no such user. */
 int relay_user_get(
     const struct relay *, const char *name, struct relay_user_info *);
+/*
+ * The users as users.json records, appended to st (emptied first): name,
+ * address, online state and rooms.  last_seen is now_wall for online
+ * users and kept from prev (by name) for the others.  -1 on memory
+ * failure, with st emptied.
+ */
+int relay_export_users(const struct relay *, const struct users_state *prev,
+    int64_t now_wall, struct users_state *st);
+/* Rooms in creation order: their number, and the i-th's name. */
+size_t relay_room_count(const struct relay *);
+const char *relay_room_at(const struct relay *, size_t i, size_t *members);
 /* Members of a room, 0 when it does not exist. */
 size_t relay_room_members(const struct relay *, const char *room);
 size_t relay_online_count(const struct relay *);

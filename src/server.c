@@ -36,8 +36,8 @@ static void server_send_news(struct server *, const struct sockaddr_in *);
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static const char *
-self_id(struct server *s)
+const char *
+server_self_id(struct server *s)
 {
 	static char buf[UUID_STRLEN + 1];
 
@@ -81,8 +81,8 @@ emit_uuid(struct server *s, const char *event, const char *key,
 }
 
 /* Encodes and sends; a failure is counted, never fatal (UDP is lossy). */
-static void
-send_msg(struct server *s, int fd, const struct sockaddr_in *to,
+void
+server_send(struct server *s, int fd, const struct sockaddr_in *to,
     const struct wire_msg *m)
 {
 	char buf[WIRE_MAX];
@@ -107,15 +107,15 @@ member_ctl_addr(const struct member *m, struct sockaddr_in *sin)
 	return net_sockaddr(sin, m->addr, m->ctl_port);
 }
 
-static void
-send_to_member(struct server *s, const struct uuid *to, struct wire_msg *m)
+void
+server_send_member(struct server *s, const struct uuid *to, struct wire_msg *m)
 {
 	const struct member *mb = ring_find_const(&s->ring, to);
 	struct sockaddr_in sin;
 
 	if (mb == NULL || member_ctl_addr(mb, &sin) == -1)
 		return;
-	send_msg(s, s->ctl_fd, &sin, m);
+	server_send(s, s->ctl_fd, &sin, m);
 }
 
 static void
@@ -196,6 +196,7 @@ member_down(struct server *s, const struct uuid *u, const char *why)
 		log_info("member %s (%s) is down: %s", m->name, m->addr, why);
 		emit(s, "member_down", kv, 2);
 		servers_changed(s);
+		chat_members_changed(s, loop_now_ms());
 	}
 }
 
@@ -219,6 +220,10 @@ role_changed(struct server *s, enum election_role old, enum election_role nw,
 		hb_follower_watch(&s->hbf, now);
 	else if (nw == ROLE_LEADER)
 		hb_leader_start(&s->hbl, now);
+	if (nw == ROLE_LEADER)
+		chat_become_leader(s, now);
+	else if (old == ROLE_LEADER || nw == ROLE_BACKUP)
+		chat_become_backup(s, now);
 	if (nw == ROLE_BACKUP || nw == ROLE_LEADER)
 		s->discovering = false;
 	servers_changed(s);
@@ -242,7 +247,7 @@ send_leader_msg(struct server *s, const struct el_out *o, bool bcast)
 	struct wire_msg m;
 
 	wire_init(&m, WK_LEADER, bcast ? "*" : uuid_format(&o->to, to),
-	    lm != NULL ? lm->name : "", self_id(s));
+	    lm != NULL ? lm->name : "", server_self_id(s));
 	wire_add_u64(&m, "epoch", o->epoch);
 	wire_add(&m, "leader", uuid_format(&o->candidate, lb));
 	if (lm != NULL) {
@@ -250,11 +255,11 @@ send_leader_msg(struct server *s, const struct el_out *o, bool bcast)
 		wire_add_u64(&m, "port", lm->port);
 	}
 	if (bcast) {
-		send_msg(s, s->ctl_fd, &s->disc_bcast, &m);
+		server_send(s, s->ctl_fd, &s->disc_bcast, &m);
 		return;
 	}
 	wire_add_u64(&m, "hop", o->hop);
-	send_to_member(s, &o->to, &m);
+	server_send_member(s, &o->to, &m);
 }
 
 /* Names in the --events file (docs/PROTOCOL.md lists them). */
@@ -328,8 +333,10 @@ log_election_event(struct server *s, const struct el_out *o, int64_t now)
 		log_info("leader is %s, epoch %llu", b,
 		    (unsigned long long)o->epoch);
 		/* A new leader to watch, even without a role change. */
-		if (s->el.role == ROLE_BACKUP)
+		if (s->el.role == ROLE_BACKUP) {
 			hb_follower_watch(&s->hbf, now);
+			chat_leader_changed(s, now);
+		}
 		servers_changed(s);
 		break;
 	case EL_EV_STEP_DOWN:
@@ -369,21 +376,21 @@ server_apply_election(struct server *s, int64_t now)
 		switch (o->type) {
 		case EL_SEND_VOTING:
 			wire_init(&m, WK_VOTING, uuid_format(&o->to, to), "",
-			    self_id(s));
+			    server_self_id(s));
 			wire_add_u64(&m, "epoch", o->epoch);
 			wire_add(&m, "cand", uuid_format(&o->candidate, c));
 			wire_add_u64(&m, "hop", o->hop);
 			if (s->dead_hint_set && s->dead_hint_epoch == o->epoch)
 				wire_add(&m, "dead",
 				    uuid_format(&s->dead_hint, dead));
-			send_to_member(s, &o->to, &m);
+			server_send_member(s, &o->to, &m);
 			break;
 		case EL_SEND_ACK:
 			wire_init(&m, WK_ACK, uuid_format(&o->to, to), "",
-			    self_id(s));
+			    server_self_id(s));
 			wire_add_u64(&m, "epoch", o->epoch);
 			wire_add_u64(&m, "hop", o->hop);
-			send_to_member(s, &o->to, &m);
+			server_send_member(s, &o->to, &m);
 			break;
 		case EL_SEND_LEADER:
 			send_leader_msg(s, o, false);
@@ -498,14 +505,14 @@ send_member_record(struct server *s, const struct member *about,
 	char u[UUID_STRLEN + 1], lb[UUID_STRLEN + 1];
 	struct wire_msg m;
 
-	wire_init(&m, WK_MEMBER, to_id, about->name, self_id(s));
+	wire_init(&m, WK_MEMBER, to_id, about->name, server_self_id(s));
 	wire_add(&m, "uuid", uuid_format(&about->uuid, u));
 	wire_add(&m, "addr", about->addr);
 	wire_add_u64(&m, "port", about->port);
 	wire_add_u64(&m, "cport", about->ctl_port);
 	wire_add_u64(&m, "alive", about->alive ? 1 : 0);
 	add_leader_view(s, &m, lb);
-	send_msg(s, s->ctl_fd, to, &m);
+	server_send(s, s->ctl_fd, to, &m);
 }
 
 static void
@@ -680,10 +687,11 @@ send_beatack(struct server *s, const struct member *to, uint64_t seq)
 	char id[UUID_STRLEN + 1], lb[UUID_STRLEN + 1];
 	struct wire_msg m;
 
-	wire_init(&m, WK_BEATACK, uuid_format(&to->uuid, id), "", self_id(s));
+	wire_init(
+	    &m, WK_BEATACK, uuid_format(&to->uuid, id), "", server_self_id(s));
 	add_leader_view(s, &m, lb);
 	wire_add_u64(&m, "seq", seq);
-	send_to_member(s, &to->uuid, &m);
+	server_send_member(s, &to->uuid, &m);
 }
 
 static void
@@ -740,22 +748,22 @@ on_probe(struct server *s, struct member *mb, const struct wire_msg *m,
 		return;
 	}
 	if (uuid_cmp(&target, &s->ring.self) == 0) {
-		wire_init(
-		    &r, WK_PROBEACK, wire_get(m, "origin"), "", self_id(s));
+		wire_init(&r, WK_PROBEACK, wire_get(m, "origin"), "",
+		    server_self_id(s));
 		wire_add(&r, "id", id);
 		wire_add(&r, "origin", wire_get(m, "origin"));
-		wire_add(&r, "target", self_id(s));
+		wire_add(&r, "target", server_self_id(s));
 		add_leader_view(s, &r, lb);
-		send_to_member(s, &mb->uuid, &r);
+		server_send_member(s, &mb->uuid, &r);
 		return;
 	}
 	/* Asked to probe on another member's behalf (SWIM's indirect). */
 	if (ring_find(&s->ring, &target) == NULL)
 		return;
-	wire_init(&r, WK_PROBE, m->to, "", self_id(s));
+	wire_init(&r, WK_PROBE, m->to, "", server_self_id(s));
 	wire_add(&r, "id", id);
 	wire_add(&r, "origin", wire_get(m, "origin"));
-	send_to_member(s, &target, &r);
+	server_send_member(s, &target, &r);
 }
 
 static void
@@ -774,7 +782,7 @@ on_probeack(struct server *s, const struct wire_msg *m,
 	}
 	if (uuid_cmp(&origin, &s->ring.self) != 0) {
 		/* Relay the answer back to the member that asked us. */
-		wire_init(&r, WK_PROBEACK, m->to, "", self_id(s));
+		wire_init(&r, WK_PROBEACK, m->to, "", server_self_id(s));
 		wire_add(&r, "id", wire_get(m, "id"));
 		wire_add(&r, "origin", wire_get(m, "origin"));
 		wire_add(&r, "target", wire_get(m, "target"));
@@ -782,7 +790,7 @@ on_probeack(struct server *s, const struct wire_msg *m,
 			wire_add(&r, "epoch", wire_get(m, "epoch"));
 		if (wire_get(m, "leader") != NULL)
 			wire_add(&r, "leader", wire_get(m, "leader"));
-		send_to_member(s, &origin, &r);
+		server_send_member(s, &origin, &r);
 		return;
 	}
 	/*
@@ -839,6 +847,9 @@ handle_ctl_datagram(struct server *s, const struct wire_msg *m,
 	case WK_PROBE:
 	case WK_PROBEACK:
 	case WK_BYE:
+	case WK_REPL:
+	case WK_SNAP:
+	case WK_NEED:
 		break;
 	default:
 		drop(s, DROP_KIND, from, wire_kind_name(m->kind));
@@ -872,6 +883,15 @@ handle_ctl_datagram(struct server *s, const struct wire_msg *m,
 	case WK_BYE:
 		on_bye(s, mb, now);
 		break;
+	case WK_REPL:
+		chat_on_repl(s, mb, m, now);
+		break;
+	case WK_SNAP:
+		chat_on_snap(s, mb, m, now);
+		break;
+	case WK_NEED:
+		chat_on_need(s, mb, m, now);
+		break;
 	default:
 		break;
 	}
@@ -889,12 +909,12 @@ on_where(struct server *s, int fd, const struct wire_msg *m,
 	if (!s->el.has_leader ||
 	    (lm = ring_find_const(&s->ring, &s->el.leader)) == NULL)
 		return; /* nothing useful to say yet; the client retries */
-	wire_init(&r, WK_LEADER, m->from, lm->name, self_id(s));
+	wire_init(&r, WK_LEADER, m->from, lm->name, server_self_id(s));
 	wire_add_u64(&r, "epoch", s->el.epoch);
 	wire_add(&r, "leader", uuid_format(&lm->uuid, lb));
 	wire_add(&r, "addr", lm->addr);
 	wire_add_u64(&r, "port", lm->port);
-	send_msg(s, fd, from, &r);
+	server_send(s, fd, from, &r);
 }
 
 static void
@@ -905,22 +925,21 @@ on_client_vote(struct server *s, int fd, const struct wire_msg *m,
 
 	if (s->el.role == ROLE_ELECTING || now < s->client_vote_ok_ms) {
 		wire_init(&r, WK_OK, m->from, "election already under way",
-		    self_id(s));
+		    server_self_id(s));
 	} else {
 		s->client_vote_ok_ms = now + CLIENT_VOTE_GAP_MS;
 		log_info("client %s asked for an election", m->from);
-		wire_init(&r, WK_OK, m->from, "election started", self_id(s));
+		wire_init(
+		    &r, WK_OK, m->from, "election started", server_self_id(s));
 		start_election(s, now, "asked by a client", false);
 	}
-	send_msg(s, fd, from, &r);
+	server_send(s, fd, from, &r);
 }
 
 static void
 handle_client_datagram(struct server *s, int fd, const struct wire_msg *m,
     const struct sockaddr_in *from, int64_t now)
 {
-	struct wire_msg r;
-
 	/* Answers leave from the data port, never the broadcast socket. */
 	switch (m->kind) {
 	case WK_WHERE:
@@ -944,10 +963,7 @@ handle_client_datagram(struct server *s, int fd, const struct wire_msg *m,
 			drop(s, DROP_KIND, from, wire_kind_name(m->kind));
 			break;
 		}
-		wire_init(&r, WK_ERR, m->from,
-		    "this server does not relay chat yet", self_id(s));
-		wire_add(&r, "code", "unsupported");
-		send_msg(s, s->data_fd, from, &r);
+		chat_on_client(s, m, from, now);
 		break;
 	}
 }
@@ -1002,13 +1018,13 @@ server_send_news(struct server *s, const struct sockaddr_in *to)
 	char lb[UUID_STRLEN + 1];
 	struct wire_msg m;
 
-	wire_init(&m, WK_NEWS, "*", me->name, self_id(s));
+	wire_init(&m, WK_NEWS, "*", me->name, server_self_id(s));
 	wire_add(&m, "addr", me->addr);
 	wire_add_u64(&m, "port", me->port);
 	wire_add_u64(&m, "cport", me->ctl_port);
 	wire_add(&m, "role", election_role_name(s->el.role));
 	add_leader_view(s, &m, lb);
-	send_msg(s, s->ctl_fd, to, &m);
+	server_send(s, s->ctl_fd, to, &m);
 }
 
 static void
@@ -1043,12 +1059,12 @@ send_beats(struct server *s, int rounds)
 		if (mb->alive ? !(rounds & HB_ROUND_LIVE)
 			      : !(rounds & HB_ROUND_DEAD))
 			continue;
-		wire_init(
-		    &m, WK_BEAT, uuid_format(&mb->uuid, id), "", self_id(s));
+		wire_init(&m, WK_BEAT, uuid_format(&mb->uuid, id), "",
+		    server_self_id(s));
 		wire_add_u64(&m, "epoch", s->el.epoch);
 		wire_add_u64(&m, "seq", s->hbl.seq);
 		wire_add_u64(&m, "sv", s->servers_version);
-		send_to_member(s, &mb->uuid, &m);
+		server_send_member(s, &mb->uuid, &m);
 	}
 }
 
@@ -1061,10 +1077,10 @@ send_probes(struct server *s)
 	struct wire_msg m;
 
 	uuid_format(&s->el.leader, lid);
-	wire_init(&m, WK_PROBE, lid, "", self_id(s));
+	wire_init(&m, WK_PROBE, lid, "", server_self_id(s));
 	wire_add_u64(&m, "id", s->hbf.probe_id);
-	wire_add(&m, "origin", self_id(s));
-	send_to_member(s, &s->el.leader, &m);
+	wire_add(&m, "origin", server_self_id(s));
+	server_send_member(s, &s->el.leader, &m);
 	if (s->ring.n == 0)
 		return;
 	start = (size_t)arc4random_uniform((uint32_t)s->ring.n);
@@ -1074,7 +1090,7 @@ send_probes(struct server *s)
 		if (!mb->alive || uuid_cmp(&mb->uuid, &s->ring.self) == 0 ||
 		    uuid_cmp(&mb->uuid, &s->el.leader) == 0)
 			continue;
-		send_to_member(s, &mb->uuid, &m);
+		server_send_member(s, &mb->uuid, &m);
 		sent++;
 	}
 }
@@ -1129,6 +1145,8 @@ leader_tick(struct server *s, int64_t now)
 		emit(s, "member_down", kv, 2);
 		servers_changed(s);
 	}
+	if (n > 0)
+		chat_members_changed(s, now);
 }
 
 static void
@@ -1143,8 +1161,8 @@ quit_now(struct server *s)
 		if (uuid_cmp(&s->ring.m[i].uuid, &s->ring.self) == 0)
 			continue;
 		wire_init(&m, WK_BYE, uuid_format(&s->ring.m[i].uuid, id), "",
-		    self_id(s));
-		send_to_member(s, &s->ring.m[i].uuid, &m);
+		    server_self_id(s));
+		server_send_member(s, &s->ring.m[i].uuid, &m);
 	}
 	emit(s, "quit", NULL, 0);
 	loop_stop(&s->loop);
@@ -1198,6 +1216,7 @@ server_tick(struct loop *l, int64_t now, void *arg)
 	}
 	if (s->servers_dirty && now >= s->servers_write_ms)
 		servers_write(s);
+	chat_tick(s, now);
 	conns_expire(s, now);
 }
 
@@ -1223,6 +1242,8 @@ server_deadline(void *arg)
 		d = s->quit_deadline_ms;
 	if (s->servers_refresh_ms < d)
 		d = s->servers_refresh_ms;
+	if ((x = chat_next_deadline(s)) < d)
+		d = x;
 	return d;
 }
 
@@ -1273,8 +1294,8 @@ print_status(struct server *s, FILE *f)
 		bad += s->drops[i];
 	fprintf(f,
 	    "server %s (%s) on %s, data %s:%u, control %u, discovery %u\n",
-	    me->name, self_id(s), s->ifc.name, me->addr, me->port, me->ctl_port,
-	    s->cfg.disc_port);
+	    me->name, server_self_id(s), s->ifc.name, me->addr, me->port,
+	    me->ctl_port, s->cfg.disc_port);
 	fprintf(f, "role %s, epoch %llu, leader %s\n",
 	    election_role_name(s->el.role), (unsigned long long)s->el.epoch,
 	    lm != NULL ? lm->name : "(none)");
@@ -1343,10 +1364,10 @@ server_command(struct server *s, const char *line, FILE *f)
 		print_ring(s, f);
 		break;
 	case CTL_USERS:
-		fprintf(f, "no users: this server does not relay chat yet\n");
+		chat_print_users(s, f);
 		break;
 	case CTL_ROOMS:
-		fprintf(f, "no rooms: this server does not relay chat yet\n");
+		chat_print_rooms(s, f);
 		break;
 	case CTL_HELP:
 		fprintf(f, "commands:\n%s", control_help());
@@ -1675,6 +1696,7 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	load_identity(s, &me);
 	ring_init(&s->ring, &me);
 	election_init(&s->el, &me.uuid, &s->cfg.el, 0);
+	chat_init(s);
 	hb_follower_init(&s->hbf, &s->cfg.hb);
 	hb_leader_init(&s->hbl, &s->cfg.hb);
 	/* A restarted server must not reuse the hop and probe ids of its
@@ -1760,5 +1782,6 @@ server_shutdown(struct server *s)
 		close(s->ctl_fd);
 	if (s->disc_fd != -1)
 		close(s->disc_fd);
+	chat_free(s);
 	events_close(&s->ev);
 }

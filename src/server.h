@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chat.h"
 #include "control.h"
 #include "election.h"
 #include "events.h"
@@ -103,6 +104,8 @@ struct server {
 	struct log_limit bad_limit;
 	uint64_t rx, tx, tx_errors;
 
+	struct chat chat; /* the relay and its replication */
+
 	char stdin_buf[CTL_LINE_MAX + 1];
 	size_t stdin_used;
 	struct ctl_conn conns[SERVER_CONNS_MAX];
@@ -118,5 +121,14 @@ void server_init(struct server *, const struct server_cfg *);
 /* Runs until quit or *stop (set by a signal handler). */
 int server_run(struct server *, volatile int *stop);
 void server_shutdown(struct server *);
+
+/* Sending, for the modules of the daemon (chat.c). */
+void server_send(struct server *, int fd, const struct sockaddr_in *,
+    const struct wire_msg *);
+/* To a member's control port; nothing when it is unknown. */
+void
+server_send_member(struct server *, const struct uuid *, struct wire_msg *);
+/* Our UUID as text (a static buffer). */
+const char *server_self_id(struct server *);
 
 #endif

@@ -1,0 +1,112 @@
+/* chat: ringchatd's chat service: client datagrams, relay, replication. */
+#ifndef RINGCHAT_CHAT_H
+#define RINGCHAT_CHAT_H
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "relay.h"
+#include "ring.h"
+#include "store.h"
+#include "wire.h"
+
+/*
+ * The leader runs the relay (src/relay.c) and replicates every op to
+ * the live backups before a message is acknowledged to its sender:
+ *
+ *   leader --repl(v, op)--> backup      applied in version order
+ *   leader <--need(have)--- backup      cumulative: "I have 1..have"
+ *   leader --snap(off, total, chunk)--> a new, lagging or diverged
+ *                                       backup (chunked, windowed)
+ *
+ * A backup that follows a new leader asks it for a snapshot first, so
+ * replicas never keep ops a new leader does not have.
+ */
+
+#define CHAT_LOG_MAX	 4096 /* ops kept to resend to a lagging backup */
+#define CHAT_SNAP_CHUNK	 400  /* raw snapshot bytes per snap datagram */
+#define CHAT_SNAP_WINDOW 64   /* chunks in flight per backup */
+#define CHAT_RESEND_MS	 50   /* unacknowledged ops or chunks go again */
+#define CHAT_OP_WINDOW	 64   /* ops sent per resend */
+#define CHAT_SNAP_MAX	 (64u << 20)
+
+struct server;
+struct member;
+
+struct chat_logent {
+	uint64_t version;
+	char *text;
+	size_t len;
+};
+
+struct chat_peer {
+	bool used;
+	struct uuid uuid;
+	uint64_t acked;	   /* the backup has ops 1..acked */
+	int64_t resend_ms; /* when unacknowledged ops go again */
+	bool snapping;	   /* a snapshot is on its way to it */
+	char *snap;
+	size_t snap_len, snap_acked, snap_sent;
+	uint64_t snap_version;
+	int64_t snap_ms;
+};
+
+struct chat_wait {
+	uint64_t version; /* the op of the message */
+	uint64_t id;	  /* the message */
+};
+
+struct chat {
+	struct relay relay;
+	bool leader;
+	/* leader: the last CHAT_LOG_MAX ops, oldest at log_start */
+	struct chat_logent log[CHAT_LOG_MAX];
+	size_t log_start, log_n;
+	struct chat_peer peers[RING_MAX];
+	/* leader: accepted messages waiting for the backups, by version */
+	struct chat_wait *wait;
+	size_t wait_head, nwait, capwait;
+	/* backup: the snapshot being received */
+	bool want_snap;
+	int64_t need_ms;
+	char *rx;
+	size_t rx_len, rx_total, rx_chunks;
+	uint64_t rx_version;
+	/* users.json, rewritten soon after a change of users or rooms */
+	struct users_state users;
+	bool users_dirty;
+	int64_t users_write_ms;
+	/* counters */
+	uint64_t repl_sent, repl_resent, snaps_sent, snaps_received;
+	uint64_t client_bad;
+};
+
+void chat_init(struct server *);
+void chat_free(struct server *);
+/* Role changes: a leader serves clients; a backup replicates. */
+void chat_become_leader(struct server *, int64_t now_ms);
+void chat_become_backup(struct server *, int64_t now_ms);
+/* A backup now follows a different leader: resynchronise. */
+void chat_leader_changed(struct server *, int64_t now_ms);
+/* A client datagram on the data port. */
+void chat_on_client(struct server *, const struct wire_msg *,
+    const struct sockaddr_in *from, int64_t now_ms);
+/* Replication datagrams on the control port, from an authentic member. */
+void chat_on_repl(struct server *, const struct member *,
+    const struct wire_msg *, int64_t now_ms);
+void chat_on_snap(struct server *, const struct member *,
+    const struct wire_msg *, int64_t now_ms);
+void chat_on_need(struct server *, const struct member *,
+    const struct wire_msg *, int64_t now_ms);
+/* Liveness changed: messages may no longer wait for a dead backup. */
+void chat_members_changed(struct server *, int64_t now_ms);
+void chat_tick(struct server *, int64_t now_ms);
+int64_t chat_next_deadline(const struct server *);
+/* Operator listings (ctl users, rooms). */
+void chat_print_users(struct server *, FILE *);
+void chat_print_rooms(struct server *, FILE *);
+
+#endif
