@@ -421,9 +421,13 @@ relay_event(struct server *s, const struct relay_out *o)
 		.type = KV_STR,
 		.s = o->detail != NULL ? o->detail : ""}};
 
+	char name[64];
+
+	/* Prefixed: the relay's names must not collide with the election's. */
+	snprintf(name, sizeof(name), "relay_%s", relay_event_name(o->ev));
 	log_debug("relay %s user %s dest %s id %llu", relay_event_name(o->ev),
 	    o->user, o->dest, (unsigned long long)o->id);
-	events_emit(&s->ev, relay_event_name(o->ev), kv, 4);
+	events_emit(&s->ev, name, kv, 4);
 }
 
 /* Carries out the relay's outputs; a confirmation may make more. */
@@ -906,8 +910,14 @@ chat_print_users(struct server *s, FILE *f)
 		const struct user *u = &st.u[i];
 		size_t k;
 
+		struct relay_user_info info;
+
 		fprintf(f, "  %-20s %-7s %s:%u", u->name,
 		    u->online ? "online" : "offline", u->addr, u->port);
+		if (relay_user_get(&s->chat.relay, u->name, &info) == 0 &&
+		    s->chat.leader)
+			fprintf(f, " queued %zu in-flight %zu", info.queued,
+			    info.inflight);
 		for (k = 0; k < u->nrooms; k++)
 			fprintf(f, " %s", u->rooms[k]);
 		fputc('\n', f);
