@@ -19,6 +19,7 @@ LIB_SRCS += src/ring.c       # membership sorted by UUID, next live neighbour
 LIB_SRCS += src/election.c   # LCR election state machine (pure)
 LIB_SRCS += src/heartbeat.c  # beats and failure detector (pure)
 LIB_SRCS += src/relay.c      # users, rooms, streams, exactly-once delivery (pure)
+LIB_SRCS += src/client.c     # client session state machine (pure)
 LIB_SRCS += src/store.c      # state files and JSON (the only cJSON user)
 LIB_SRCS += src/loop.c       # poll loop with monotonic deadlines
 LIB_SRCS += src/net.c        # UDP sockets, interfaces, broadcast address
@@ -33,7 +34,7 @@ SERVER_SRCS += src/ringchatd.c  # server main: options, identity, sockets, loop
 CLIENT_SRCS =
 CLIENT_SRCS += src/ringchat.c   # client main
 
-UNIT_TESTS = wire uuid ring election heartbeat relay store control
+UNIT_TESTS = wire uuid ring election heartbeat relay store control client
 SIMS       = sim_election
 
 PKGS     = libbsd-overlay libcjson
@@ -83,7 +84,9 @@ $(RINGCHATD): $(call obj,$(SERVER_C)) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(RINGCHAT): $(call obj,$(CLIENT_C)) $(LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libedit)
+
+$(BUILD)/obj/ringchat.o: EXTRA_CFLAGS += $(shell pkg-config --cflags libedit)
 
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB) $(wildcard src/*.h) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(LIB) $(LDLIBS) $(CMOCKA_LIBS)

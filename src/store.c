@@ -1792,17 +1792,16 @@ store_write_identity(const char *path, const struct uuid *u, const char *name,
 
 /* ---- lines and status ------------------------------------------------ */
 
-int
-store_json_line(char *out, size_t outsz, const struct store_kv *kv, size_t n)
+/* The object of a JSON line, or NULL (a NULL key, a string not UTF-8). */
+static cJSON *
+json_line_object(const struct store_kv *kv, size_t n)
 {
 	cJSON *o;
-	char *s = NULL;
-	size_t i, len;
+	size_t i;
 	bool ok;
-	int rv = -1;
 
 	if ((o = cJSON_CreateObject()) == NULL)
-		return -1;
+		return NULL;
 	for (i = 0, ok = true; ok && i < n; i++) {
 		if (kv[i].key == NULL) {
 			ok = false;
@@ -1829,7 +1828,22 @@ store_json_line(char *out, size_t outsz, const struct store_kv *kv, size_t n)
 			break;
 		}
 	}
-	if (ok && (s = cJSON_PrintUnformatted(o)) != NULL) {
+	if (!ok) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* Prints o as one line into out; -1 when it does not fit.  Frees o. */
+static int
+json_line_print(cJSON *o, char *out, size_t outsz)
+{
+	char *s;
+	size_t len;
+	int rv = -1;
+
+	if ((s = cJSON_PrintUnformatted(o)) != NULL) {
 		len = strlen(s);
 		if (outsz >= 2 && len <= outsz - 2) {
 			memcpy(out, s, len);
@@ -1841,6 +1855,45 @@ store_json_line(char *out, size_t outsz, const struct store_kv *kv, size_t n)
 	cJSON_free(s);
 	cJSON_Delete(o);
 	return rv;
+}
+
+int
+store_json_line(char *out, size_t outsz, const struct store_kv *kv, size_t n)
+{
+	cJSON *o;
+
+	if ((o = json_line_object(kv, n)) == NULL)
+		return -1;
+	return json_line_print(o, out, outsz);
+}
+
+int
+store_json_line_list(char *out, size_t outsz, const struct store_kv *kv,
+    size_t n, const char *key, const char *const *items, size_t nitems)
+{
+	cJSON *o, *arr, *it;
+	size_t i;
+
+	if (key == NULL || (nitems > 0 && items == NULL) ||
+	    (o = json_line_object(kv, n)) == NULL)
+		return -1;
+	if ((arr = cJSON_AddArrayToObject(o, key)) == NULL)
+		goto fail;
+	for (i = 0; i < nitems; i++) {
+		if (items[i] == NULL ||
+		    utf8_check(items[i], strlen(items[i])) !=
+			strlen(items[i]) ||
+		    (it = cJSON_CreateString(items[i])) == NULL)
+			goto fail;
+		if (!cJSON_AddItemToArray(arr, it)) {
+			cJSON_Delete(it);
+			goto fail;
+		}
+	}
+	return json_line_print(o, out, outsz);
+fail:
+	cJSON_Delete(o);
+	return -1;
 }
 
 char *

@@ -116,6 +116,13 @@ struct store_kv {
  * valid UTF-8.  A NULL KV_STR is written as null.
  */
 int store_json_line(char *out, size_t outsz, const struct store_kv *, size_t n);
+/*
+ * The same line with one more member, key, after the others: a JSON
+ * array of the nitems strings (the client's lists of names).  -1 as
+ * above, or when an item is NULL or not valid UTF-8.
+ */
+int store_json_line_list(char *out, size_t outsz, const struct store_kv *,
+    size_t n, const char *key, const char *const *items, size_t nitems);
 
 /* What `status json` reports; ring entries come from ring. */
 struct store_status {

@@ -1381,6 +1381,33 @@ json_line_should_refuse_a_null_key_or_invalid_utf8(void **state)
 	assert_int_equal(store_json_line(out, sizeof(out), &bad, 1), -1);
 }
 
+static void
+json_line_list_should_end_with_an_array_of_strings(void **state)
+{
+	struct store_kv kv[] = {
+	    {.key = "event", .type = KV_STR, .s = "list"},
+	    {.key = "what", .type = KV_STR, .s = "users"},
+	};
+	const char *names[] = {"alice", "b\"o\\b", "\xc3\xa9"};
+	const char *bad[] = {"ok", "a\xff"};
+	char out[128];
+
+	(void)state;
+	assert_int_equal(
+	    store_json_line_list(out, sizeof(out), kv, 2, "names", names, 3),
+	    0);
+	assert_string_equal(out,
+	    "{\"event\":\"list\",\"what\":\"users\","
+	    "\"names\":[\"alice\",\"b\\\"o\\\\b\",\"\xc3\xa9\"]}\n");
+	assert_int_equal(
+	    store_json_line_list(out, sizeof(out), kv, 1, "names", NULL, 0), 0);
+	assert_string_equal(out, "{\"event\":\"list\",\"names\":[]}\n");
+	assert_int_equal(
+	    store_json_line_list(out, sizeof(out), kv, 2, "names", bad, 2), -1);
+	assert_int_equal(
+	    store_json_line_list(out, 20, kv, 2, "names", names, 3), -1);
+}
+
 static const cJSON *
 member_of(const cJSON *o, const char *key)
 {
@@ -1541,6 +1568,8 @@ main(void)
 	    cmocka_unit_test(json_line_should_fail_rather_than_truncate),
 	    cmocka_unit_test(
 		json_line_should_refuse_a_null_key_or_invalid_utf8),
+	    cmocka_unit_test(
+		json_line_list_should_end_with_an_array_of_strings),
 	    cmocka_unit_test(
 		status_json_should_parse_back_with_the_expected_fields),
 	};
