@@ -43,7 +43,7 @@ peer_reset(struct chat_peer *p)
 }
 
 static void
-log_clear(struct chat *c, uint64_t next_version)
+log_clear(struct chat *c)
 {
 	size_t i;
 
@@ -56,7 +56,6 @@ log_clear(struct chat *c, uint64_t next_version)
 	}
 	c->log_start = 0;
 	c->log_n = 0;
-	(void)next_version;
 }
 
 /* The logged op of `version`, NULL when it is no longer (or not) kept. */
@@ -752,7 +751,7 @@ chat_become_leader(struct server *s, int64_t now)
 
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
-	log_clear(c, c->relay.version + 1);
+	log_clear(c);
 	c->nwait = c->wait_head = 0;
 	c->want_snap = false;
 	free(c->rx);
@@ -775,7 +774,7 @@ chat_become_backup(struct server *s, int64_t now)
 	c->leader = false;
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
-	log_clear(c, 0);
+	log_clear(c);
 	c->nwait = c->wait_head = 0;
 	chat_leader_changed(s, now);
 }
@@ -884,7 +883,7 @@ chat_free(struct server *s)
 		users_write(s);
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
-	log_clear(c, 0);
+	log_clear(c);
 	free(c->wait);
 	free(c->rx);
 	relay_free(&c->relay);

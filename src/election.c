@@ -536,7 +536,7 @@ election_event_name(enum el_event ev)
 {
 	switch (ev) {
 	case EL_EV_START:
-		return "start";
+		return "election_start";
 	case EL_EV_FORWARD:
 		return "forward";
 	case EL_EV_REPLACE:
@@ -548,11 +548,11 @@ election_event_name(enum el_event ev)
 	case EL_EV_ADOPT:
 		return "adopt";
 	case EL_EV_STEP_DOWN:
-		return "step-down";
+		return "step_down";
 	case EL_EV_MEMBER_DEAD:
-		return "member-dead";
+		return "member_down";
 	case EL_EV_TIMEOUT:
-		return "timeout";
+		return "election_timeout";
 	case EL_EV_ROLE:
 		return "role";
 	case EL_EV_STALE:

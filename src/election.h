@@ -164,6 +164,7 @@ int64_t election_next_deadline(const struct election *);
 void election_drain(struct election *);
 
 const char *election_role_name(enum election_role);
+/* The event's name in the --events file (docs/PROTOCOL.md). */
 const char *election_event_name(enum el_event);
 
 #endif

@@ -262,42 +262,11 @@ send_leader_msg(struct server *s, const struct el_out *o, bool bcast)
 	server_send_member(s, &o->to, &m);
 }
 
-/* Names in the --events file (docs/PROTOCOL.md lists them). */
-static const char *
-event_name(enum el_event ev)
-{
-	switch (ev) {
-	case EL_EV_START:
-		return "election_start";
-	case EL_EV_FORWARD:
-		return "forward";
-	case EL_EV_REPLACE:
-		return "replace";
-	case EL_EV_DROP:
-		return "drop";
-	case EL_EV_WIN:
-		return "win";
-	case EL_EV_ADOPT:
-		return "adopt";
-	case EL_EV_STEP_DOWN:
-		return "step_down";
-	case EL_EV_MEMBER_DEAD:
-		return "member_down";
-	case EL_EV_TIMEOUT:
-		return "election_timeout";
-	case EL_EV_ROLE:
-		return "role";
-	case EL_EV_STALE:
-		return "stale";
-	}
-	return "election";
-}
-
 static void
 log_election_event(struct server *s, const struct el_out *o, int64_t now)
 {
 	char a[UUID_STRLEN + 1], b[UUID_STRLEN + 1];
-	const char *name = event_name(o->ev);
+	const char *name = election_event_name(o->ev);
 	/* For vote handling the subject is the member the vote came from. */
 	bool from = o->ev == EL_EV_FORWARD || o->ev == EL_EV_REPLACE ||
 	    o->ev == EL_EV_DROP || o->ev == EL_EV_STALE;

@@ -138,7 +138,6 @@ def test_identity_should_survive_a_restart_without_uuid_option(cluster_factory, 
     with open(os.path.join(s.state_dir, "identity.json")) as f:
         ident = json.load(f)
     assert ident["uuid"] == s.uuid
-    s.uuid_saved = s.uuid
     # Restart without --uuid: the same identity comes back from the file.
     from cluster import RINGCHATD
     import subprocess
