@@ -5,11 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "server.h"
 
 #define USERS_WRITE_DELAY_MS 50
 #define NEED_INTERVAL_MS     100
+#define MERGE_RESEND_MS	     100
+#define MERGE_TRIES	     3
+/* chat.log beyond this: a snapshot replaces it (chat.snap). */
+#define JOURNAL_COMPACT_BYTES (16u << 20)
 
 static void chat_flush(struct server *, int64_t now);
 
@@ -39,6 +44,7 @@ static void
 peer_reset(struct chat_peer *p)
 {
 	free(p->snap);
+	free(p->mrx);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -77,7 +83,8 @@ log_find(const struct chat *c, uint64_t version)
 }
 
 static int
-log_append(struct chat *c, uint64_t version, const char *text, size_t len)
+log_append(struct chat *c, uint64_t version, uint64_t hash, const char *text,
+    size_t len)
 {
 	struct chat_logent *e;
 	char *copy;
@@ -94,6 +101,7 @@ log_append(struct chat *c, uint64_t version, const char *text, size_t len)
 	}
 	e = &c->log[(c->log_start + c->log_n) % CHAT_LOG_MAX];
 	e->version = version;
+	e->hash = hash;
 	e->text = copy;
 	e->len = len;
 	c->log_n++;
@@ -132,6 +140,60 @@ users_write(struct server *s)
 		log_warnx("%s/users.json: path too long", s->cfg.state_dir);
 	else if (store_write_users(path, &c->users, &err) == -1)
 		log_warnx("%s", err.text);
+}
+
+/* ---- the journal -------------------------------------------------- */
+
+static void
+journal_failed(struct chat *c, const struct store_error *err)
+{
+	if (!c->journal_broken)
+		log_warnx("%s: messages are no longer kept on disk here "
+			  "(the backups still have them)",
+		    err->text);
+	c->journal_broken = true;
+}
+
+static void
+journal_op(struct chat *c, const char *text, size_t len)
+{
+	struct store_error err;
+
+	if (c->journal.fd != -1 &&
+	    store_journal_append(&c->journal, text, len, &err) == -1)
+		journal_failed(c, &err);
+}
+
+/* Makes what was written durable: before any acknowledgement leaves. */
+static void
+journal_sync(struct server *s)
+{
+	struct store_error err;
+
+	if (!s->cfg.no_fsync &&
+	    store_journal_sync(&s->chat.journal, &err) == -1)
+		journal_failed(&s->chat, &err);
+}
+
+/* The journal starts again from the state as it is now. */
+static void
+journal_reset(struct chat *c)
+{
+	struct store_error err;
+	char *buf;
+	size_t len;
+
+	if (c->journal.fd == -1)
+		return;
+	if (relay_snapshot(&c->relay, &buf, &len) != RELAY_OK) {
+		log_warnx("chat journal: out of memory for a snapshot");
+		return;
+	}
+	if (store_journal_reset(&c->journal, buf, len, &err) == -1)
+		journal_failed(c, &err);
+	else
+		c->journal_broken = false;
+	free(buf);
 }
 
 static bool
@@ -349,6 +411,8 @@ send_reply(struct server *s, const struct relay_out *o)
 		wire_init(&m, WK_ERR, o->user, relay_err_code(o->err),
 		    server_self_id(s));
 		wire_add(&m, "code", relay_err_code(o->err));
+		if (o->err == RELAY_ERENAMED && o->text != NULL)
+			wire_add(&m, "name", o->text);
 	}
 	wire_add(&m, "re", wire_kind_name(o->re));
 	if (o->has_cid)
@@ -393,7 +457,8 @@ replicate(struct server *s, const struct relay_op *op, int64_t now)
 	if (relay_op_format(op, text, sizeof(text), &len) == -1)
 		fatalx("relay op %s v%llu does not format",
 		    relay_op_name(op->type), (unsigned long long)op->version);
-	if (log_append(c, op->version, text, len) == -1 ||
+	journal_op(c, text, len);
+	if (log_append(c, op->version, op->hash, text, len) == -1 ||
 	    (op->type == ROP_MSG && wait_push(c, op->version, op->id) == -1))
 		fatalx("replication log: out of memory");
 	if (op->type != ROP_MSG && op->type != ROP_ACK)
@@ -467,6 +532,8 @@ chat_flush(struct server *s, int64_t now)
 		/* Alone: nobody to wait for, the message is as safe as it gets.
 		 */
 		if (no_backups && c->leader) {
+			if (c->nwait > 0)
+				journal_sync(s); /* alone: our disk is all */
 			while (c->nwait > 0 && nrel < 64) {
 				release[nrel++] = c->wait[c->wait_head].id;
 				c->wait_head = (c->wait_head + 1) % c->capwait;
@@ -577,6 +644,10 @@ from_leader(
 	    wire_get_u64(m, "epoch", &epoch) == 0 && epoch == s->el.epoch;
 }
 
+/*
+ * "I have ops 1..have, digest hash": the cumulative ack of ops, the
+ * hello to a new leader, and the snapshot's progress.
+ */
 static void
 send_need(struct server *s, int64_t now)
 {
@@ -590,6 +661,9 @@ send_need(struct server *s, int64_t now)
 	    &m, WK_NEED, uuid_format(&s->el.leader, id), "", server_self_id(s));
 	wire_add_u64(&m, "epoch", s->el.epoch);
 	wire_add_u64(&m, "have", c->relay.version);
+	wire_add_u64(&m, "hash", c->relay.hash);
+	if (c->hello)
+		wire_add_u64(&m, "hello", 1);
 	if (c->want_snap) {
 		wire_add_u64(&m, "snap", 1);
 		wire_add_u64(&m, "snapv", c->rx_version);
@@ -597,6 +671,7 @@ send_need(struct server *s, int64_t now)
 	}
 	server_send_member(s, &s->el.leader, &m);
 	c->need_ms = now + NEED_INTERVAL_MS;
+	c->ack_due = false;
 }
 
 void
@@ -606,45 +681,49 @@ chat_on_repl(struct server *s, const struct member *from,
 	struct chat *c = &s->chat;
 	struct relay_op op;
 	enum relay_err e;
+	size_t len = strlen(m->body);
 
 	if (!from_leader(s, from, m))
 		return;
+	/* Ops come only once the leader knows our history fits its own. */
+	c->hello = false;
 	if (c->want_snap) {
 		if (now >= c->need_ms)
 			send_need(s, now);
 		return;
 	}
-	if (relay_op_parse(&op, m->body, strlen(m->body)) == -1) {
+	if (relay_op_parse(&op, m->body, len) == -1) {
 		c->client_bad++;
 		return;
 	}
 	e = relay_apply(&c->relay, &op);
 	relay_drain(&c->relay);
-	if (e == RELAY_OK && op.type != ROP_MSG && op.type != ROP_ACK)
-		users_changed(c, now);
+	if (e == RELAY_OK) {
+		journal_op(c, m->body, len);
+		if (log_append(c, op.version, c->relay.hash, m->body, len) ==
+		    -1)
+			log_clear(c); /* out of memory: the log is a cache */
+		if (op.type != ROP_MSG && op.type != ROP_ACK)
+			users_changed(c, now);
+	}
 	if (e == RELAY_EDIVERGED) {
 		log_warnx("replica diverged at op %llu: asking for a snapshot",
 		    (unsigned long long)op.version);
 		c->want_snap = true;
 	}
-	send_need(s, now);
+	/* Acknowledged once the journal is synced (chat_tick). */
+	c->ack_due = true;
 }
 
-void
-chat_on_snap(struct server *s, const struct member *from,
-    const struct wire_msg *m, int64_t now)
+/* A snapshot chunk for us (backup) from the leader. */
+static void
+snap_rx(struct server *s, const struct wire_msg *m, uint64_t v, uint64_t off,
+    uint64_t total, int64_t now)
 {
 	struct chat *c = &s->chat;
-	uint64_t v, off, total;
 	size_t blen = strlen(m->body);
 
-	if (!from_leader(s, from, m) || wire_get_u64(m, "v", &v) == -1 ||
-	    wire_get_u64(m, "off", &off) == -1 ||
-	    wire_get_u64(m, "total", &total) == -1 || total > CHAT_SNAP_MAX ||
-	    off + blen > total) {
-		c->client_bad++;
-		return;
-	}
+	c->hello = false;
 	if (off == 0 &&
 	    (c->rx == NULL || c->rx_version != v || c->rx_total != total)) {
 		char *buf = malloc(total + 1);
@@ -661,6 +740,8 @@ chat_on_snap(struct server *s, const struct member *from,
 		c->rx_total = total;
 		c->rx_version = v;
 		c->want_snap = true;
+		free(c->offer); /* merged already, or not wanted */
+		c->offer = NULL;
 	}
 	if (c->rx == NULL || v != c->rx_version || off != c->rx_len) {
 		if (now >= c->need_ms)
@@ -677,7 +758,9 @@ chat_on_snap(struct server *s, const struct member *from,
 			    c->rx_len, (unsigned long long)c->relay.version);
 			c->want_snap = false;
 			c->snaps_received++;
+			log_clear(c);
 			users_changed(c, now);
+			journal_reset(c);
 		} else {
 			log_warnx("snapshot from the leader is corrupt: asking "
 				  "again");
@@ -691,34 +774,271 @@ chat_on_snap(struct server *s, const struct member *from,
 		send_need(s, now);
 }
 
+/* ---- merge: a backup's diverged state taken in by the leader ---------- */
+
+static void
+send_merge_request(
+    struct server *s, const struct member *to, struct chat_peer *p, int64_t now)
+{
+	char id[UUID_STRLEN + 1];
+	struct wire_msg m;
+
+	wire_init(
+	    &m, WK_NEED, uuid_format(&to->uuid, id), "", server_self_id(s));
+	wire_add_u64(&m, "epoch", s->el.epoch);
+	wire_add_u64(&m, "merge", 1);
+	wire_add_u64(&m, "off", p->mrx_len);
+	server_send_member(s, &to->uuid, &m);
+	p->mrx_ms = now + MERGE_RESEND_MS;
+}
+
+static void
+merge_start(
+    struct server *s, const struct member *to, struct chat_peer *p, int64_t now)
+{
+	char id[UUID_STRLEN + 1];
+
+	if (!p->merging) {
+		log_info("backup %s has a history this leader lacks: asking "
+			 "for its state to merge it",
+		    uuid_format(&to->uuid, id));
+		p->mrx_tries = 0;
+	}
+	p->merging = true;
+	p->verified = false;
+	free(p->mrx);
+	p->mrx = NULL;
+	p->mrx_len = p->mrx_total = p->mrx_chunks = 0;
+	send_merge_request(s, to, p, now);
+}
+
+/* The merge is over (or given up): the backup takes our state. */
+static void
+merge_done(
+    struct server *s, const struct member *to, struct chat_peer *p, int64_t now)
+{
+	free(p->mrx);
+	p->mrx = NULL;
+	p->mrx_len = p->mrx_total = 0;
+	p->merging = false;
+	p->verified = true;
+	start_snapshot(s, p, now);
+	if (p->snapping)
+		send_snapshot_window(s, to, p, false, now);
+}
+
+static void
+merge_apply(
+    struct server *s, const struct member *to, struct chat_peer *p, int64_t now)
+{
+	struct chat *c = &s->chat;
+	char id[UUID_STRLEN + 1];
+	struct relay other;
+	size_t nu = 0, nm = 0;
+	enum relay_err e;
+
+	uuid_format(&to->uuid, id);
+	if (relay_init(&other, &c->relay.cfg) != RELAY_OK)
+		fatalx("relay configuration out of range");
+	if ((e = relay_restore(&other, p->mrx, p->mrx_len)) != RELAY_OK) {
+		relay_free(&other);
+		log_warnx("state of %s to merge is %s", id, relay_err_code(e));
+		if (++p->mrx_tries < MERGE_TRIES) {
+			merge_start(s, to, p, now);
+			return;
+		}
+		log_warnx("giving up the merge of %s's state", id);
+		merge_done(s, to, p, now);
+		return;
+	}
+	e = relay_merge(&c->relay, now, &other, &nu, &nm);
+	relay_free(&other);
+	chat_flush(s, now);
+	c->merges++;
+	c->merged_users += nu;
+	c->merged_msgs += nm;
+	if (e != RELAY_OK)
+		log_warnx(
+		    "merge of %s's state stopped: %s", id, relay_err_code(e));
+	log_info("merged the state of %s: %zu users and %zu messages new here",
+	    id, nu, nm);
+	{
+		struct store_kv kv[3] = {
+		    {.key = "server", .type = KV_STR, .s = id},
+		    {.key = "users", .type = KV_UINT, .u = nu},
+		    {.key = "messages", .type = KV_UINT, .u = nm}};
+
+		events_emit(&s->ev, "merge", kv, 3);
+	}
+	merge_done(s, to, p, now);
+}
+
+/* A chunk of a backup's state for the merge (we lead). */
+static void
+merge_rx(struct server *s, const struct member *from, const struct wire_msg *m,
+    uint64_t v, uint64_t off, uint64_t total, int64_t now)
+{
+	struct chat *c = &s->chat;
+	struct chat_peer *p = peer_get(c, &from->uuid);
+	size_t blen = strlen(m->body);
+	uint64_t epoch;
+
+	if (!c->leader || p == NULL || !p->merging ||
+	    wire_get_u64(m, "epoch", &epoch) == -1 || epoch != s->el.epoch)
+		return;
+	if (off == 0 && p->mrx == NULL) {
+		if ((p->mrx = malloc(total + 1)) == NULL) {
+			log_warnx("state of %llu bytes to merge: out of memory",
+			    (unsigned long long)total);
+			return;
+		}
+		p->mrx_len = p->mrx_chunks = 0;
+		p->mrx_total = total;
+		p->mrx_version = v;
+	}
+	if (p->mrx == NULL || v != p->mrx_version || total != p->mrx_total ||
+	    off != p->mrx_len) {
+		if (now >= p->mrx_ms)
+			send_merge_request(s, from, p, now);
+		return;
+	}
+	memcpy(p->mrx + p->mrx_len, m->body, blen);
+	p->mrx_len += blen;
+	p->mrx_chunks++;
+	if (p->mrx_len == p->mrx_total) {
+		p->mrx[p->mrx_len] = '\0';
+		merge_apply(s, from, p, now);
+	} else if (p->mrx_chunks % 8 == 0) {
+		send_merge_request(s, from, p, now);
+	}
+}
+
+/* The leader asks for our state from offset off (we are a backup). */
+static void
+offer_send(struct server *s, uint64_t off)
+{
+	struct chat *c = &s->chat;
+	char id[UUID_STRLEN + 1], chunk[CHAT_SNAP_CHUNK + 1];
+	size_t limit;
+
+	if (c->offer == NULL || off == 0) {
+		free(c->offer);
+		c->offer = NULL;
+		if (relay_snapshot(&c->relay, &c->offer, &c->offer_len) !=
+		    RELAY_OK) {
+			c->offer = NULL;
+			log_warnx("state for the merge: out of memory");
+			return;
+		}
+		c->offer_version = c->relay.version;
+		log_info("the leader merges our state: sending %zu bytes",
+		    c->offer_len);
+	}
+	if (off > c->offer_len)
+		return;
+	limit = off + CHAT_SNAP_WINDOW / 8 * CHAT_SNAP_CHUNK;
+	uuid_format(&s->el.leader, id);
+	while (off < c->offer_len && off < limit) {
+		size_t end = chunk_end(c->offer, c->offer_len, off);
+		struct wire_msg m;
+
+		memcpy(chunk, c->offer + off, end - off);
+		chunk[end - off] = '\0';
+		wire_init(&m, WK_SNAP, id, chunk, server_self_id(s));
+		wire_add_u64(&m, "epoch", s->el.epoch);
+		wire_add_u64(&m, "merge", 1);
+		wire_add_u64(&m, "v", c->offer_version);
+		wire_add_u64(&m, "off", off);
+		wire_add_u64(&m, "total", c->offer_len);
+		server_send_member(s, &s->el.leader, &m);
+		off = end;
+	}
+}
+
+void
+chat_on_snap(struct server *s, const struct member *from,
+    const struct wire_msg *m, int64_t now)
+{
+	struct chat *c = &s->chat;
+	uint64_t v, off, total, merge = 0;
+	size_t blen = strlen(m->body);
+
+	if (wire_get_u64(m, "v", &v) == -1 ||
+	    wire_get_u64(m, "off", &off) == -1 ||
+	    wire_get_u64(m, "total", &total) == -1 || total > CHAT_SNAP_MAX ||
+	    off + blen > total) {
+		c->client_bad++;
+		return;
+	}
+	(void)wire_get_u64(m, "merge", &merge);
+	if (merge)
+		merge_rx(s, from, m, v, off, total, now);
+	else if (from_leader(s, from, m))
+		snap_rx(s, m, v, off, total, now);
+}
+
 /* ---- leader side of acknowledgements ------------------------------------ */
+
+/* Whether a backup's history (have, hash) is a prefix of ours. */
+static bool
+history_fits(const struct chat *c, uint64_t have, uint64_t hash)
+{
+	const struct chat_logent *e;
+
+	if (have == 0)
+		return true;
+	if (have == c->relay.version)
+		return hash == c->relay.hash;
+	if (have > c->relay.version || (e = log_find(c, have)) == NULL)
+		return false;
+	return e->hash == hash;
+}
 
 void
 chat_on_need(struct server *s, const struct member *from,
     const struct wire_msg *m, int64_t now)
 {
 	struct chat *c = &s->chat;
-	uint64_t epoch, have, snap = 0, snapv = 0, snapoff = 0;
+	uint64_t epoch, have, hash = 0, snap = 0, snapv = 0, snapoff = 0;
+	uint64_t merge = 0, off = 0;
 	struct chat_peer *p;
 
+	(void)wire_get_u64(m, "merge", &merge);
+	if (merge) {
+		/* The leader asks a backup for its state. */
+		if (from_leader(s, from, m) &&
+		    wire_get_u64(m, "off", &off) == 0)
+			offer_send(s, off);
+		return;
+	}
 	if (!c->leader || wire_get_u64(m, "epoch", &epoch) == -1 ||
 	    epoch != s->el.epoch || wire_get_u64(m, "have", &have) == -1 ||
 	    (p = peer_get(c, &from->uuid)) == NULL) {
 		c->client_bad++;
 		return;
 	}
-	wire_get_u64(m, "snap", &snap);
-	wire_get_u64(m, "snapv", &snapv);
-	wire_get_u64(m, "snapoff", &snapoff);
+	(void)wire_get_u64(m, "hash", &hash);
+	(void)wire_get_u64(m, "snap", &snap);
+	(void)wire_get_u64(m, "snapv", &snapv);
+	(void)wire_get_u64(m, "snapoff", &snapoff);
+	if (p->merging) {
+		if (now >= p->mrx_ms)
+			send_merge_request(s, from, p, now);
+		return;
+	}
 	if (p->snapping) {
 		if (snap && snapv == p->snap_version &&
 		    snapoff > p->snap_acked && snapoff <= p->snap_len)
 			p->snap_acked = snapoff;
-		if (!snap) { /* restored */
+		if (!snap && have == p->snap_version) { /* restored */
 			free(p->snap);
 			p->snap = NULL;
 			p->snapping = false;
 			p->acked = have;
+		} else if (!snap) {
+			/* A hello or an ack from before: the chunks go on. */
+			send_snapshot_window(s, from, p, false, now);
+			return;
 		} else if (snapv == p->snap_version) {
 			send_snapshot_window(s, from, p, false, now);
 			return;
@@ -727,6 +1047,21 @@ chat_on_need(struct server *s, const struct member *from,
 			send_snapshot_window(s, from, p, true, now);
 			return;
 		}
+	} else if (!p->verified) {
+		if (!history_fits(c, have, hash)) {
+			merge_start(s, from, p, now);
+			return;
+		}
+		p->verified = true;
+		p->acked = have;
+		if (snap) {
+			/* It wants a snapshot (it diverged, or restarts). */
+			start_snapshot(s, p, now);
+			if (p->snapping)
+				send_snapshot_window(s, from, p, false, now);
+			return;
+		}
+		p->resend_ms = now; /* catch up now */
 	} else if (snap) {
 		start_snapshot(s, p, now);
 		if (p->snapping)
@@ -747,16 +1082,25 @@ void
 chat_become_leader(struct server *s, int64_t now)
 {
 	struct chat *c = &s->chat;
+	uint64_t origin = 0;
 	size_t i;
 
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
-	log_clear(c);
+	/* The log stays: backups' histories are checked against it. */
 	c->nwait = c->wait_head = 0;
 	c->want_snap = false;
+	c->hello = false;
+	c->ack_due = false;
 	free(c->rx);
 	c->rx = NULL;
 	c->rx_len = c->rx_total = 0;
+	free(c->offer);
+	c->offer = NULL;
+	for (i = 0; i < 8; i++)
+		origin = origin << 8 |
+		    (uint64_t)(s->ring.self.b[i] ^ s->ring.self.b[i + 8]);
+	c->relay.origin = origin;
 	c->leader = true;
 	relay_become_leader(&c->relay, now);
 	chat_flush(s, now);
@@ -774,7 +1118,6 @@ chat_become_backup(struct server *s, int64_t now)
 	c->leader = false;
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
-	log_clear(c);
 	c->nwait = c->wait_head = 0;
 	chat_leader_changed(s, now);
 }
@@ -786,12 +1129,19 @@ chat_leader_changed(struct server *s, int64_t now)
 
 	if (c->leader)
 		return;
-	/* Ops of the old leader the new one lacks must not linger here. */
-	c->want_snap = true;
+	/*
+	 * Tell the new leader our version and digest: it sends the ops we
+	 * lack, a snapshot, or (our history is not a prefix of its own)
+	 * asks for our state to merge it first.
+	 */
+	c->hello = true;
+	c->want_snap = false;
 	free(c->rx);
 	c->rx = NULL;
 	c->rx_len = c->rx_total = 0;
 	c->rx_version = 0;
+	free(c->offer);
+	c->offer = NULL;
 	c->need_ms = now;
 }
 
@@ -809,22 +1159,37 @@ chat_tick(struct server *s, int64_t now)
 	struct chat_peer *p;
 	size_t i;
 
+	/*
+	 * Group commit: a backup syncs what this wake-up wrote, once, before
+	 * its acknowledgement leaves.  A leader with backups does not wait
+	 * for its own disk: every acknowledged message is synced on every
+	 * live backup (alone, it syncs before answering: chat_flush).
+	 */
+	if (!c->leader && c->ack_due)
+		journal_sync(s);
 	if (c->leader) {
 		relay_tick(&c->relay, now);
 		chat_flush(s, now);
 		i = 0;
 		while ((p = next_backup(s, &i, &m)) != NULL) {
-			if (p->snapping ? now >= p->snap_ms
-					: (p->acked < c->relay.version &&
-					      now >= p->resend_ms))
+			if (p->merging) {
+				if (now >= p->mrx_ms)
+					send_merge_request(s, m, p, now);
+			} else if (p->snapping
+				? now >= p->snap_ms
+				: (p->verified && p->acked < c->relay.version &&
+				      now >= p->resend_ms))
 				catch_up(s, m, p, now);
 		}
-	} else if (c->want_snap && s->el.role == ROLE_BACKUP &&
-	    now >= c->need_ms) {
+	} else if (s->el.role == ROLE_BACKUP &&
+	    (c->ack_due || ((c->want_snap || c->hello) && now >= c->need_ms))) {
 		send_need(s, now);
 	}
 	if (c->users_dirty && now >= c->users_write_ms)
 		users_write(s);
+	if (c->journal.fd != -1 && c->journal.bytes > JOURNAL_COMPACT_BYTES &&
+	    !c->want_snap)
+		journal_reset(c);
 }
 
 int64_t
@@ -842,13 +1207,15 @@ chat_next_deadline(const struct server *s)
 
 			if (!p->used)
 				continue;
-			if (p->snapping && p->snap_ms < d)
+			if (p->merging && p->mrx_ms < d)
+				d = p->mrx_ms;
+			else if (p->snapping && p->snap_ms < d)
 				d = p->snap_ms;
-			else if (!p->snapping && p->acked < c->relay.version &&
-			    p->resend_ms < d)
+			else if (!p->snapping && p->verified &&
+			    p->acked < c->relay.version && p->resend_ms < d)
 				d = p->resend_ms;
 		}
-	} else if (c->want_snap && s->el.role == ROLE_BACKUP &&
+	} else if ((c->want_snap || c->hello) && s->el.role == ROLE_BACKUP &&
 	    c->need_ms < d) {
 		d = c->need_ms;
 	}
@@ -860,17 +1227,172 @@ chat_next_deadline(const struct server *s)
 /* ---- start, stop, listings ------------------------------------------------
  */
 
+static void
+chat_relay_init(struct chat *c)
+{
+	struct relay_cfg cfg;
+
+	relay_cfg_defaults(&cfg);
+	if (relay_init(&c->relay, &cfg) != RELAY_OK)
+		fatalx("relay configuration out of range");
+}
+
 void
 chat_init(struct server *s)
 {
 	struct chat *c = &s->chat;
-	struct relay_cfg cfg;
 
 	memset(c, 0, sizeof(*c));
-	relay_cfg_defaults(&cfg);
-	if (relay_init(&c->relay, &cfg) != RELAY_OK)
-		fatalx("relay configuration out of range");
+	c->journal.fd = -1;
+	chat_relay_init(c);
 	store_users_init(&c->users);
+}
+
+static int
+load_snap(void *arg, const char *text, size_t len, struct store_error *err)
+{
+	struct chat *c = arg;
+	enum relay_err e = relay_restore(&c->relay, text, len);
+
+	relay_drain(&c->relay);
+	if (e != RELAY_OK) {
+		snprintf(err->text, sizeof(err->text),
+		    "not a valid snapshot (%s)", relay_err_code(e));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+load_op(void *arg, const char *text, size_t len, struct store_error *err)
+{
+	struct chat *c = arg;
+	struct relay_op op;
+	enum relay_err e;
+
+	if (relay_op_parse(&op, text, len) == -1) {
+		snprintf(err->text, sizeof(err->text), "malformed op");
+		return -1;
+	}
+	e = relay_apply(&c->relay, &op);
+	relay_drain(&c->relay);
+	if (e == RELAY_EOLD)
+		return 0; /* in the snapshot already */
+	if (e != RELAY_OK) {
+		snprintf(err->text, sizeof(err->text),
+		    "op %llu does not follow the state before it (version "
+		    "%llu): %s",
+		    (unsigned long long)op.version,
+		    (unsigned long long)c->relay.version, relay_err_code(e));
+		return -1;
+	}
+	if (log_append(c, op.version, c->relay.hash, text, len) == -1)
+		log_clear(c);
+	return 0;
+}
+
+/*
+ * No journal yet: the users of users.json (an operator's list, or a
+ * state directory from before the journal) become the first ops.
+ */
+static void
+seed_from_users(struct server *s)
+{
+	struct chat *c = &s->chat;
+	struct relay_op op;
+	size_t i, k, n = 0;
+
+	for (i = 0; i < c->users.n; i++) {
+		const struct user *u = &c->users.u[i];
+
+		memset(&op, 0, sizeof(op));
+		op.type = ROP_NEWU;
+		op.version = c->relay.version + 1;
+		strlcpy(op.user, u->name, sizeof(op.user));
+		strlcpy(op.addr, u->addr, sizeof(op.addr));
+		op.port = u->port;
+		if (relay_apply(&c->relay, &op) != RELAY_OK) {
+			log_warnx("users.json: user %s (%s:%u) cannot be "
+				  "registered: left out",
+			    u->name, u->addr, u->port);
+			continue;
+		}
+		n++;
+		for (k = 0; k < u->nrooms; k++) {
+			op.type = ROP_JOIN;
+			op.version = c->relay.version + 1;
+			strlcpy(op.dest, u->rooms[k], sizeof(op.dest));
+			(void)relay_apply(&c->relay, &op);
+		}
+	}
+	relay_drain(&c->relay);
+	if (n > 0)
+		log_info("%zu users from users.json registered", n);
+}
+
+void
+chat_load(struct server *s)
+{
+	struct chat *c = &s->chat;
+	char path[PATH_MAX];
+	struct store_error err;
+	bool torn = false;
+	int r, n;
+
+	n = snprintf(path, sizeof(path), "%s/users.json", s->cfg.state_dir);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		fatalx("%s: state directory path too long", s->cfg.state_dir);
+	if ((r = store_read_users(path, &c->users, &err)) == -1) {
+		store_users_free(&c->users);
+		store_users_init(&c->users);
+		if (!s->cfg.recover)
+			fatalx("%s (the file is kept; fix it, or start with "
+			       "--recover to move it aside and fetch the "
+			       "state from the leader)",
+			    err.text);
+		log_warnx("%s", err.text);
+		server_move_aside(path);
+	}
+	r = store_journal_load(
+	    s->cfg.state_dir, load_snap, load_op, c, &torn, &err);
+	if (r == -1) {
+		if (!s->cfg.recover)
+			fatalx("%s (the file is kept; fix it, or start with "
+			       "--recover to move it aside and fetch the "
+			       "state from the leader)",
+			    err.text);
+		log_warnx("%s", err.text);
+		relay_free(&c->relay);
+		chat_relay_init(c);
+		log_clear(c);
+		n = snprintf(
+		    path, sizeof(path), "%s/chat.snap", s->cfg.state_dir);
+		if (n > 0 && (size_t)n < sizeof(path) &&
+		    access(path, F_OK) == 0)
+			server_move_aside(path);
+		n = snprintf(
+		    path, sizeof(path), "%s/chat.log", s->cfg.state_dir);
+		if (n > 0 && (size_t)n < sizeof(path) &&
+		    access(path, F_OK) == 0)
+			server_move_aside(path);
+	}
+	if (torn)
+		log_warnx("%s/chat.log: the last op was cut short by a crash "
+			  "(never acknowledged): dropped",
+		    s->cfg.state_dir);
+	if (store_journal_open(&c->journal, s->cfg.state_dir, torn, &err) == -1)
+		fatalx("%s", err.text);
+	if (r == 1 && c->users.n > 0)
+		seed_from_users(s);
+	if (r != 0)
+		journal_reset(c);
+	if (c->relay.version > 0) {
+		log_info("chat state loaded: version %llu, %zu users, %zu "
+			 "messages kept",
+		    (unsigned long long)c->relay.version, c->relay.nusers,
+		    c->relay.nmsgs);
+		users_changed(c, 0);
+	}
 }
 
 void
@@ -881,6 +1403,9 @@ chat_free(struct server *s)
 
 	if (c->users_dirty)
 		users_write(s);
+	journal_sync(s);
+	store_journal_close(&c->journal);
+	free(c->offer);
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
 	log_clear(c);

@@ -38,6 +38,7 @@ struct member;
 
 struct chat_logent {
 	uint64_t version;
+	uint64_t hash; /* the history digest once it is applied */
 	char *text;
 	size_t len;
 };
@@ -52,6 +53,15 @@ struct chat_peer {
 	size_t snap_len, snap_acked, snap_sent;
 	uint64_t snap_version;
 	int64_t snap_ms;
+	/* its history is known to be a prefix of ours: ops may go to it */
+	bool verified;
+	/* merge: its state, asked for because it diverged from ours */
+	bool merging;
+	char *mrx;
+	size_t mrx_len, mrx_total, mrx_chunks;
+	uint64_t mrx_version;
+	int64_t mrx_ms;
+	int mrx_tries;
 };
 
 struct chat_wait {
@@ -69,6 +79,13 @@ struct chat {
 	/* leader: accepted messages waiting for the backups, by version */
 	struct chat_wait *wait;
 	size_t wait_head, nwait, capwait;
+	/* backup: a new leader is told our version and digest (hello) */
+	bool hello;
+	bool ack_due; /* a need goes once the journal is synced */
+	/* backup: our state as the leader asked for it (merge) */
+	char *offer;
+	size_t offer_len;
+	uint64_t offer_version;
 	/* backup: the snapshot being received */
 	bool want_snap;
 	int64_t need_ms;
@@ -79,12 +96,21 @@ struct chat {
 	struct users_state users;
 	bool users_dirty;
 	int64_t users_write_ms;
+	/* the chat journal: chat.snap and chat.log in the state directory */
+	struct store_journal journal;
+	bool journal_broken; /* a write failed: logged once */
 	/* counters */
 	uint64_t repl_sent, repl_resent, snaps_sent, snaps_received;
-	uint64_t client_bad;
+	uint64_t client_bad, merges, merged_users, merged_msgs;
 };
 
 void chat_init(struct server *);
+/*
+ * Loads users.json and the chat journal from the state directory; a
+ * corrupt file stops the server (or, with --recover, is moved aside and
+ * the state comes from the leader).
+ */
+void chat_load(struct server *);
 void chat_free(struct server *);
 /* Role changes: a leader serves clients; a backup replicates. */
 void chat_become_leader(struct server *, int64_t now_ms);

@@ -65,6 +65,7 @@ static const struct {
     {"stale_cid", "message too old to be sent again"},
     {"full", "a limit of the server or this client was reached"},
     {"busy", "the server is short of memory: try again"},
+    {"backlog", "a recipient is slow to acknowledge: sent again shortly"},
     {"not_leader", "the server is not the leader"},
     {"unsupported", "the server does not relay chat"},
     {"unacknowledged", "messages not acknowledged by the server"},
@@ -591,8 +592,11 @@ on_session_error(struct client *c, int64_t now, enum wire_kind re,
 	struct client_leader hint;
 	size_t i;
 
-	if (strcmp(code, "busy") == 0) {
-		/* Alive but short of memory: not a reason to fail over. */
+	if (strcmp(code, "busy") == 0 || strcmp(code, "backlog") == 0) {
+		/*
+		 * Alive but short of memory, or a recipient is behind: not a
+		 * reason to fail over; what is pending goes again.
+		 */
 		for (i = 0; i < c->npend; i++)
 			c->pend[i].r.attempts = 0;
 		c->sess.attempts = 0;

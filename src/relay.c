@@ -55,6 +55,7 @@ struct relay_user {
 	bool online;
 	uint8_t nrooms;
 	uint32_t onpos; /* index in r->online while online */
+	uint64_t reg;	/* registration identity (relay_merge), 0: none */
 	uint64_t cid_hi;
 	/* slot cid % RELAY_CID_WINDOW; allocated by the first message */
 	struct relay_cident *win;
@@ -125,6 +126,8 @@ static const char *const err_codes[RELAY_NERR] = {
     [RELAY_EGAP] = "op_gap",
     [RELAY_EDIVERGED] = "diverged",
     [RELAY_ESNAPSHOT] = "bad_snapshot",
+    [RELAY_ERENAMED] = "renamed",
+    [RELAY_EBACKLOG] = "backlog",
 };
 
 static const char *const event_names[] = {
@@ -158,6 +161,19 @@ static const char *const op_names[ROP_COUNT] = {
 };
 
 /* ---- memory ---------------------------------------------------------- */
+
+static uint64_t
+fnv64(const char *s, size_t n)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
 
 static void *
 mem_calloc(struct relay *r, size_t n, size_t size)
@@ -700,6 +716,7 @@ state_free(struct relay *r)
 	r->nonline = r->caponline = r->nkv = r->nkvdead = r->kvcap = 0;
 	r->cappend = r->capscratch = r->nout = r->capout = 0;
 	r->version = 0;
+	r->hash = 0;
 	r->next_id = 1;
 	r->bcast_seq = 0;
 	r->next_room_id = 1;
@@ -732,6 +749,7 @@ op_newu(struct relay *r, const struct relay_op *op)
 	strlcpy(u->name, op->user, sizeof(u->name));
 	strlcpy(u->addr, op->addr, sizeof(u->addr));
 	u->port = op->port;
+	u->reg = op->id;
 	uhash_put(r->uhash, r->uhcap, u->name, (uint32_t)r->nusers);
 	r->nusers++;
 	return RELAY_OK;
@@ -1408,6 +1426,52 @@ op_part(struct relay *r, const struct relay_op *op)
 	return RELAY_OK;
 }
 
+static uint64_t
+mix64(uint64_t h, uint64_t v)
+{
+	h ^= v + UINT64_C(0x9e3779b97f4a7c15) + (h << 6) + (h >> 2);
+	h ^= h >> 31;
+	h *= UINT64_C(0xbf58476d1ce4e5b9);
+	return h ^ (h >> 29);
+}
+
+static uint64_t
+mix_str(uint64_t h, const char *s, size_t n)
+{
+	return mix64(h, fnv64(s, n) ^ n);
+}
+
+/*
+ * The history digest after op: two replicas with the same digest at
+ * the same version applied the same ops (not a MAC: docs/RELAY.md).
+ */
+static uint64_t
+op_digest(uint64_t h, const struct relay_op *op)
+{
+	/* The fields the op's text carries (relay_op_format), no others. */
+	h = mix64(h, ((uint64_t)op->type << 56) ^ op->version);
+	h = mix_str(h, op->user, strlen(op->user));
+	switch (op->type) {
+	case ROP_NEWU:
+		h = mix64(h, op->id);
+		/* FALLTHROUGH */
+	case ROP_LOGIN:
+		h = mix_str(h, op->addr, strlen(op->addr));
+		return mix64(h, op->port);
+	case ROP_JOIN:
+	case ROP_PART:
+		return mix_str(h, op->dest, strlen(op->dest));
+	case ROP_MSG:
+		h = mix_str(h, op->dest, strlen(op->dest));
+		h = mix64(mix64(mix64(h, op->id), op->seq), op->cid);
+		return mix_str(h, op->body, op->bodylen);
+	case ROP_ACK:
+		return mix64(h, op->id);
+	default:
+		return h;
+	}
+}
+
 /*
  * Checks op against the state, reserves what it needs, then changes the
  * state: on error nothing changed.  *made (leader) gets the message a
@@ -1444,8 +1508,10 @@ op_apply(struct relay *r, const struct relay_op *op, struct relay_msg **made)
 		e = RELAY_EDIVERGED;
 		break;
 	}
-	if (e == RELAY_OK)
+	if (e == RELAY_OK) {
 		r->version = op->version;
+		r->hash = op_digest(r->hash, op);
+	}
 	return e;
 }
 
@@ -1586,6 +1652,7 @@ leader_apply(struct relay *r, struct relay_op *op, struct relay_msg **made)
 		r->nout = at;
 		return e;
 	}
+	r->out[at].op.hash = r->hash;
 	if (made != NULL && *made != NULL) {
 		o = &r->out[at];
 		o->op.body = (*made)->body;
@@ -1593,6 +1660,15 @@ leader_apply(struct relay *r, struct relay_op *op, struct relay_msg **made)
 		(*made)->holds++;
 	}
 	return RELAY_OK;
+}
+
+/* A registration identity: unique per leader and version, never 0. */
+static uint64_t
+reg_make(const struct relay *r)
+{
+	uint64_t g = mix64(mix64(r->origin, r->version + 1), r->nusers);
+
+	return g != 0 ? g : 1;
 }
 
 static void
@@ -1633,6 +1709,7 @@ relay_on_newu(struct relay *r, int64_t now, const char *from, const char *addr,
 	op_init(&op, ROP_NEWU, from);
 	strlcpy(op.addr, addr, sizeof(op.addr));
 	op.port = port;
+	op.id = reg_make(r);
 	if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
 		return refuse(r, WK_NEWU, e, from, addr, port);
 	event(r, REV_REGISTER, from, NULL, 0, RELAY_OK, NULL);
@@ -1741,6 +1818,24 @@ is_pending(const struct relay *r, uint32_t sender, uint64_t cid)
 	return false;
 }
 
+/* Whether an online recipient of a room or everyone has a full queue. */
+static bool
+backlogged(const struct relay *r, uint32_t sender, const struct target *t)
+{
+	const struct relay_user *u;
+	size_t i, n = t->room != NULL ? t->room->nmem : r->nonline;
+
+	for (i = 0; i < n; i++) {
+		uint32_t ui =
+		    t->room != NULL ? t->room->members[i] : r->online[i];
+
+		u = &r->users[ui];
+		if (ui != sender && u->online && u->nq >= r->cfg.queue_max)
+			return true;
+	}
+	return false;
+}
+
 enum relay_err
 relay_on_msg(struct relay *r, int64_t now, const char *from, const char *addr,
     uint16_t port, const char *to, const char *body, uint64_t cid)
@@ -1786,9 +1881,21 @@ relay_on_msg(struct relay *r, int64_t now, const char *from, const char *addr,
 		return msg_refuse(r, e, from, addr, port, cid);
 	if ((e = target_of(r, si, to, &t)) != RELAY_OK)
 		return msg_refuse(r, e, from, addr, port, cid);
-	if ((t.rcpt != -1 && r->users[t.rcpt].nq >= r->cfg.queue_max) ||
-	    r->msg_bytes + sizeof(struct relay_msg) + bodylen + 1 >
-		r->cfg.msg_bytes_max)
+	/*
+	 * An online recipient that has queue_max deliveries waiting is slow
+	 * to acknowledge: the sender is told busy and resends the same cid
+	 * later (backpressure), rather than the recipient losing it.  An
+	 * offline one keeps queue_max; beyond, a direct message is refused
+	 * as full and a room's or everyone's is not queued for it.
+	 */
+	if (t.rcpt != -1 && r->users[t.rcpt].nq >= r->cfg.queue_max)
+		return msg_refuse(r,
+		    r->users[t.rcpt].online ? RELAY_EBACKLOG : RELAY_EFULL,
+		    from, addr, port, cid);
+	if (t.rcpt == -1 && backlogged(r, si, &t))
+		return msg_refuse(r, RELAY_EBACKLOG, from, addr, port, cid);
+	if (r->msg_bytes + sizeof(struct relay_msg) + bodylen + 1 >
+	    r->cfg.msg_bytes_max)
 		return msg_refuse(r, RELAY_EFULL, from, addr, port, cid);
 	op_init(&op, ROP_MSG, from);
 	strlcpy(op.dest, to, sizeof(op.dest));
@@ -2283,6 +2390,16 @@ relay_op_format(const struct relay_op *op, char *buf, size_t bufsz, size_t *len)
 	v = op->version;
 	switch (op->type) {
 	case ROP_NEWU:
+		/* The registration identity is optional (0: none). */
+		if (op->id != 0)
+			n = snprintf(buf, bufsz, "%s %llu %s %s %u %llu",
+			    op_names[op->type], v, op->user, op->addr, op->port,
+			    (unsigned long long)op->id);
+		else
+			n = snprintf(buf, bufsz, "%s %llu %s %s %u",
+			    op_names[op->type], v, op->user, op->addr,
+			    op->port);
+		break;
 	case ROP_LOGIN:
 		n = snprintf(buf, bufsz, "%s %llu %s %s %u", op_names[op->type],
 		    v, op->user, op->addr, op->port);
@@ -2354,6 +2471,8 @@ relay_op_parse(struct relay_op *out, const char *buf, size_t len)
 	case ROP_LOGIN:
 		tok_str(&c, op.addr, sizeof(op.addr));
 		op.port = (uint16_t)tok_u64(&c, 1, 65535);
+		if (op.type == ROP_NEWU && !c.bad && c.p < c.end)
+			op.id = tok_u64(&c, 1, UINT64_MAX);
 		break;
 	case ROP_LOGOUT:
 		break;
@@ -2460,19 +2579,6 @@ sb_escaped(struct sbuf *b, const char *s, size_t n)
 	}
 }
 
-static uint64_t
-fnv64(const char *s, size_t n)
-{
-	uint64_t h = UINT64_C(14695981039346656037);
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= UINT64_C(1099511628211);
-	}
-	return h;
-}
-
 static int
 kv_cmp(const void *a, const void *b)
 {
@@ -2533,10 +2639,10 @@ relay_snapshot(const struct relay *r, char **bufp, size_t *lenp)
 		qsort(kv, nkv, sizeof(*kv), kv_cmp);
 
 	sb_printf(&b, SNAP_MAGIC "\n");
-	sb_printf(&b, "state %llu %llu %llu %u %zu %zu %zu %zu\n",
+	sb_printf(&b, "state %llu %llu %llu %u %zu %zu %zu %zu %llu\n",
 	    (unsigned long long)r->version, (unsigned long long)r->next_id,
 	    (unsigned long long)r->bcast_seq, r->next_room_id, r->nusers, nm,
-	    r->nrooms, nkv);
+	    r->nrooms, nkv, (unsigned long long)r->hash);
 	for (i = 0; i < r->nusers; i++) {
 		u = &r->users[i];
 		n = win_live(u, win);
@@ -2547,6 +2653,8 @@ relay_snapshot(const struct relay *r, char **bufp, size_t *lenp)
 			sb_printf(&b, " %llu:%llu",
 			    (unsigned long long)win[j].cid,
 			    (unsigned long long)win[j].id);
+		if (u->reg != 0)
+			sb_printf(&b, " %llu", (unsigned long long)u->reg);
 		sb_printf(&b, "\n");
 	}
 	for (m = r->mhead; m != NULL; m = m->next) {
@@ -2760,6 +2868,8 @@ snap_load(struct relay *n, const char *buf, size_t len)
 	nmsgs = tok_u64(&c, 0, n->next_id - 1);
 	nrooms = tok_u64(&c, 0, IDX_MAX);
 	nkv = tok_u64(&c, 0, UINT64_MAX);
+	if (!c.bad && c.p < c.end) /* optional: the history digest */
+		n->hash = tok_u64(&c, 0, UINT64_MAX);
 	if (!tok_end(&c))
 		return RELAY_ESNAPSHOT;
 
@@ -2799,6 +2909,8 @@ snap_load(struct relay *n, const char *buf, size_t len)
 			u->win[cid % RELAY_CID_WINDOW].cid = cid;
 			u->win[cid % RELAY_CID_WINDOW].id = id;
 		}
+		if (!c.bad && c.p < c.end) /* optional: registration */
+			u->reg = tok_u64(&c, 1, UINT64_MAX);
 		if (!tok_end(&c))
 			return RELAY_ESNAPSHOT;
 	}
@@ -2991,6 +3103,7 @@ relay_restore(struct relay *r, const char *buf, size_t len)
 	state_free(r);
 	mem = r->mem;
 	r->version = n.version;
+	r->hash = n.hash;
 	r->next_id = n.next_id;
 	r->bcast_seq = n.bcast_seq;
 	r->next_room_id = n.next_room_id;
@@ -3020,6 +3133,275 @@ relay_restore(struct relay *r, const char *buf, size_t len)
 	return RELAY_OK;
 }
 
+/* ---- merge ----------------------------------------------------------- */
+
+/* The user of r with registration g, -1 when none. */
+static int64_t
+user_by_reg(const struct relay *r, uint64_t g)
+{
+	size_t i;
+
+	for (i = 0; g != 0 && i < r->nusers; i++)
+		if (r->users[i].reg == g)
+			return (int64_t)i;
+	return -1;
+}
+
+/* name~N for the first free N >= 2, cut at a character boundary. */
+static bool
+free_alias(const struct relay *r, const char *name, char *out, size_t outsz)
+{
+	char suffix[16];
+	size_t base, k;
+	unsigned n;
+
+	for (n = 2; n < 100000; n++) {
+		k = (size_t)snprintf(suffix, sizeof(suffix), "~%u", n);
+		base = strlen(name);
+		if (base + k >= outsz)
+			base = outsz - k - 1;
+		while (base > 0 && ((unsigned char)name[base] & 0xc0) == 0x80)
+			base--;
+		memcpy(out, name, base);
+		memcpy(out + base, suffix, k + 1);
+		if (name_ok(out) && user_find(r, out) == -1)
+			return true;
+	}
+	return false;
+}
+
+/* The user of o that o's message m was addressed to, -1 when none. */
+static int64_t
+merge_direct_rcpt(const struct relay *o, const struct relay_msg *m)
+{
+	if (m->dest[0] == '#' || strcmp(m->dest, "*") == 0)
+		return -1;
+	return user_find(o, m->dest);
+}
+
+/*
+ * Whether user oj of o has had o's message m already: it was one of its
+ * recipients there and no longer has it queued.
+ */
+static bool
+merge_had(const struct relay *o, int64_t oj, const struct relay_msg *m)
+{
+	const struct relay_room *orm;
+
+	if (oj < 0 || queue_index(&o->users[oj], m->id) != SIZE_MAX)
+		return false;
+	if ((uint32_t)oj == m->from)
+		return true;
+	if (m->dest[0] == '#')
+		return (orm = room_find(o, m->dest, NULL)) != NULL &&
+		    room_has(orm, (uint32_t)oj);
+	if (strcmp(m->dest, "*") == 0)
+		return o->users[oj].online;
+	return merge_direct_rcpt(o, m) == oj;
+}
+
+static enum relay_err
+merge_users(
+    struct relay *r, const struct relay *o, uint32_t *map, size_t *added)
+{
+	char alias[USER_NAME_MAX];
+	const struct relay_user *ou;
+	struct relay_out *rep;
+	struct relay_op op;
+	enum relay_err e;
+	const char *name;
+	int64_t ui;
+	size_t i;
+
+	for (i = 0; i < o->nusers; i++) {
+		ou = &o->users[i];
+		map[i] = UINT32_MAX;
+		name = ou->name;
+		if ((ui = user_find(r, ou->name)) != -1 &&
+		    (r->users[ui].reg == ou->reg || ou->reg == 0 ||
+			r->users[ui].reg == 0)) {
+			map[i] = (uint32_t)ui;
+			continue;
+		}
+		if (ui != -1) {
+			/* Two registrations of one name: this side keeps it. */
+			if ((ui = user_by_reg(r, ou->reg)) != -1) {
+				map[i] = (uint32_t)ui;
+				continue;
+			}
+			if (!free_alias(r, ou->name, alias, sizeof(alias)))
+				continue;
+			name = alias;
+		}
+		if (r->nusers >= r->cfg.users_max) {
+			r->rejected++;
+			event(r, REV_REJECT, ou->name, NULL, 0, RELAY_EFULL,
+			    "merge");
+			continue;
+		}
+		op_init(&op, ROP_NEWU, name);
+		strlcpy(op.addr, ou->addr, sizeof(op.addr));
+		op.port = ou->port;
+		op.id = ou->reg != 0 ? ou->reg : reg_make(r);
+		if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
+			return e;
+		map[i] = (uint32_t)(r->nusers - 1);
+		(*added)++;
+		event(r, REV_REGISTER, name, NULL, 0, RELAY_OK, "merge");
+		if (name == alias &&
+		    (rep = reply(r, WK_NEWU, RELAY_ERENAMED, ou->name, ou->addr,
+			 ou->port)) != NULL &&
+		    (rep->owned = mem_calloc(r, 1, strlen(alias) + 1)) !=
+			NULL) {
+			memcpy(rep->owned, alias, strlen(alias) + 1);
+			rep->text = rep->owned;
+		}
+	}
+	return RELAY_OK;
+}
+
+static enum relay_err
+merge_rooms(
+    struct relay *r, int64_t now, const struct relay *o, const uint32_t *map)
+{
+	const struct relay_room *orm;
+	struct relay_room *rm;
+	struct relay_op op;
+	enum relay_err e;
+	uint32_t ui;
+	size_t i, j;
+
+	for (i = 0; i < o->nrooms; i++) {
+		orm = o->rooms[i];
+		for (j = 0; j < orm->nmem; j++) {
+			if ((ui = map[orm->members[j]]) == UINT32_MAX ||
+			    r->users[ui].nrooms >= USER_ROOMS_MAX)
+				continue;
+			rm = room_find(r, orm->name, NULL);
+			if (rm != NULL ? room_has(rm, ui)
+				       : r->nrooms >= r->cfg.rooms_max)
+				continue;
+			op_init(&op, ROP_JOIN, r->users[ui].name);
+			strlcpy(op.dest, orm->name, sizeof(op.dest));
+			if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
+				return e;
+			event(r, REV_JOIN, op.user, op.dest, 0, RELAY_OK,
+			    "merge");
+			pump(r, ui, now);
+		}
+	}
+	return RELAY_OK;
+}
+
+/* Accepts o's message m here unless it has it; *added says whether. */
+static enum relay_err
+merge_msg(struct relay *r, const struct relay *o, const uint32_t *map,
+    const int64_t *rmap, const struct relay_msg *m, bool *added)
+{
+	struct relay_msg *made = NULL;
+	struct relay_op op;
+	struct target t;
+	enum relay_err e;
+	uint32_t si = map[m->from];
+	uint64_t dupid;
+	int64_t oj;
+	size_t i, n;
+
+	*added = false;
+	if (si == UINT32_MAX ||
+	    cid_state(&r->users[si], m->cid, &dupid) != CID_NEW ||
+	    r->msg_bytes + sizeof(struct relay_msg) + m->bodylen + 1 >
+		r->cfg.msg_bytes_max)
+		return RELAY_OK;
+	op_init(&op, ROP_MSG, r->users[si].name);
+	if ((oj = merge_direct_rcpt(o, m)) != -1) {
+		if (map[oj] == UINT32_MAX)
+			return RELAY_OK;
+		strlcpy(op.dest, r->users[map[oj]].name, sizeof(op.dest));
+	} else
+		strlcpy(op.dest, m->dest, sizeof(op.dest));
+	/*
+	 * A room message whose sender has left the room on the other side
+	 * (or a room emptied and gone there) is not taken: a room message
+	 * comes from a member.  docs/RELAY.md says so.
+	 */
+	if (target_of(r, si, op.dest, &t) != RELAY_OK)
+		return RELAY_OK;
+	op.id = r->next_id;
+	op.seq = t.seq;
+	op.cid = m->cid;
+	op.body = m->body;
+	op.bodylen = m->bodylen;
+	if ((e = leader_apply(r, &op, &made)) != RELAY_OK)
+		return e;
+	*added = true;
+	/* Who had it on the other side is not sent it again. */
+	if (rcpt_collect(r, si, &t, &n) == -1)
+		return RELAY_ENOMEM;
+	for (i = 0; i < n; i++) {
+		uint32_t ui = r->scratch[i];
+		struct relay_op ack;
+
+		if (ui >= o->nusers + r->nusers || rmap[ui] < 0 ||
+		    !merge_had(o, rmap[ui], m) ||
+		    queue_index(&r->users[ui], made->id) == SIZE_MAX)
+			continue;
+		op_init(&ack, ROP_ACK, r->users[ui].name);
+		ack.id = made->id;
+		if ((e = leader_apply(r, &ack, NULL)) != RELAY_OK)
+			return e;
+	}
+	return RELAY_OK;
+}
+
+enum relay_err
+relay_merge(struct relay *r, int64_t now, const struct relay *o, size_t *users,
+    size_t *msgs)
+{
+	const struct relay_msg *m;
+	uint32_t *map = NULL;
+	int64_t *rmap = NULL;
+	size_t nu = 0, nm = 0, i;
+	enum relay_err e = RELAY_ENOMEM;
+	bool added;
+
+	if (r == NULL || o == NULL || r == o)
+		return RELAY_EARG;
+	if (!r->leader)
+		return RELAY_EROLE;
+	if (o->nusers > 0 && (map = calloc(o->nusers, sizeof(*map))) == NULL)
+		goto out;
+	if ((e = merge_users(r, o, map, &nu)) != RELAY_OK)
+		goto out;
+	e = RELAY_ENOMEM;
+	if (r->nusers > 0 && (rmap = calloc(r->nusers, sizeof(*rmap))) == NULL)
+		goto out;
+	for (i = 0; i < r->nusers; i++)
+		rmap[i] = -1;
+	for (i = 0; i < o->nusers; i++)
+		if (map[i] != UINT32_MAX)
+			rmap[map[i]] = (int64_t)i;
+	if ((e = merge_rooms(r, now, o, map)) != RELAY_OK)
+		goto out;
+	for (m = o->mhead; m != NULL; m = m->next) {
+		if (m->refs == 0)
+			continue;
+		if ((e = merge_msg(r, o, map, rmap, m, &added)) != RELAY_OK)
+			goto out;
+		if (added)
+			nm++;
+	}
+	e = RELAY_OK;
+out:
+	free(map);
+	free(rmap);
+	if (users != NULL)
+		*users = nu;
+	if (msgs != NULL)
+		*msgs = nm;
+	return e;
+}
+
 /* ---- queries --------------------------------------------------------- */
 
 int
@@ -3041,6 +3423,7 @@ relay_user_get(
 	info->queued = u->nq;
 	info->inflight = u->nslots;
 	info->cid_hi = u->cid_hi;
+	info->reg = u->reg;
 	return 0;
 }
 

@@ -62,6 +62,8 @@ enum relay_err {
 	RELAY_EGAP,	       /* op version skips one: ask for the missing */
 	RELAY_EDIVERGED,       /* op does not fit this replica: resync */
 	RELAY_ESNAPSHOT,       /* malformed or corrupt snapshot */
+	RELAY_ERENAMED,	       /* renamed: name also registered elsewhere */
+	RELAY_EBACKLOG, /* backlog: an online recipient's queue is full */
 	RELAY_NERR
 };
 
@@ -88,6 +90,9 @@ struct relay_op {
 	uint64_t id, seq, cid;
 	const char *body; /* ROP_MSG: bodylen bytes, not NUL-terminated */
 	size_t bodylen;
+	/* ROP_NEWU: id is the registration's identity (relay_merge) */
+	/* set by the relay: the history digest once this op is applied */
+	uint64_t hash;
 };
 
 enum relay_out_type {
@@ -175,6 +180,7 @@ struct relay_user_info {
 	size_t queued;	 /* deliveries not yet acknowledged */
 	size_t inflight; /* of those, sent and waiting for the ack */
 	uint64_t cid_hi; /* highest client message id accepted */
+	uint64_t reg;	 /* registration identity */
 };
 
 struct relay_user;
@@ -190,6 +196,7 @@ struct relay {
 
 	/* replicated: identical on every replica after the same ops */
 	uint64_t version; /* ops applied */
+	uint64_t hash;	  /* digest of the history: op 1 .. version */
 	uint64_t next_id; /* id of the next accepted message */
 	uint64_t bcast_seq;
 	uint32_t next_room_id;
@@ -209,6 +216,7 @@ struct relay {
 	size_t nonline, caponline;
 
 	/* leader-local */
+	uint64_t origin; /* the leader's identity: mixed into registrations */
 	struct relay_pending *pend; /* accepted, waiting for the backups */
 	size_t npend, cappend;
 	int64_t deadline;
@@ -326,6 +334,25 @@ int
 relay_op_format(const struct relay_op *, char *buf, size_t bufsz, size_t *len);
 /* The reverse; op->body points into buf.  -1 when malformed. */
 int relay_op_parse(struct relay_op *, const char *buf, size_t len);
+
+/*
+ * Partition heal and stale restarts (docs/RELAY.md, "Merge"): a leader
+ * takes into its state what another replica's state `o` has and it has
+ * not, as ordinary ops (RO_REPLICATE) the backups apply:
+ * - users by registration identity: a user of o unknown here is
+ *   registered (offline); a name registered here and in o by two
+ *   different registrations stays with this leader's, o's user is
+ *   registered as name~N (the first free N >= 2) and an RO_REPLY err
+ *   code renamed (text: the new name) goes to its last address;
+ * - room memberships of o are added;
+ * - every message o still holds (queued or in a room's history) that
+ *   this leader has not accepted from the same sender and cid is
+ *   accepted again, in o's id order, and queued for this leader's
+ *   recipients except those o shows as having had it already.
+ * Counts in *users, *msgs (may be NULL) what was added.  Idempotent.
+ */
+enum relay_err relay_merge(struct relay *, int64_t now_ms,
+    const struct relay *o, size_t *users, size_t *msgs);
 
 /* Same replicated state (leader-local state is not compared). */
 bool relay_equal(const struct relay *, const struct relay *);

@@ -28,7 +28,7 @@ static void __attribute__((noreturn)) usage(int code)
 	    "                 [--port PORT] [--ctl-port PORT] [--discovery-port PORT]\n"
 	    "                 [--state-dir DIR] [--peers FILE] [--events FILE]\n"
 	    "                 [--heartbeat-ms MS] [--misses K] [--discovery-ms MS]\n"
-	    "                 [--recover] [--no-stdin] [--syslog]\n"
+	    "                 [--recover] [--fsync on|off] [--no-stdin] [--syslog]\n"
 	    "       ringchatd ctl [--state-dir DIR] COMMAND\n"
 	    "\n"
 	    "  --name NAME            server name (default: the host name)\n"
@@ -46,6 +46,8 @@ static void __attribute__((noreturn)) usage(int code)
 	    "  --misses K             missed beats before suspicion (default 3)\n"
 	    "  --discovery-ms MS      elect when no leader is heard by then (default 600)\n"
 	    "  --recover              move a corrupt state file aside, refetch state\n"
+	    "  --fsync on|off         fdatasync the chat journal before acknowledging\n"
+	    "                         (default on; off survives kill -9, not power loss)\n"
 	    "  --no-stdin             do not read operator commands from stdin\n"
 	    "  --syslog               log to syslog instead of stderr\n"
 	    "  -v, --verbose          debug logging\n"
@@ -123,6 +125,7 @@ enum {
 	OPT_MISSES,
 	OPT_DISC_MS,
 	OPT_RECOVER,
+	OPT_FSYNC,
 	OPT_NO_STDIN,
 	OPT_SYSLOG
 };
@@ -144,6 +147,7 @@ main(int argc, char *argv[])
 	    {"misses", required_argument, NULL, OPT_MISSES},
 	    {"discovery-ms", required_argument, NULL, OPT_DISC_MS},
 	    {"recover", no_argument, NULL, OPT_RECOVER},
+	    {"fsync", required_argument, NULL, OPT_FSYNC},
 	    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
 	    {"syslog", no_argument, NULL, OPT_SYSLOG},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -226,6 +230,18 @@ main(int argc, char *argv[])
 		case OPT_DISC_MS:
 			cfg.discovery_ms =
 			    num_arg("--discovery-ms", optarg, 10, 600000);
+			break;
+		case OPT_FSYNC:
+			if (strcmp(optarg, "on") == 0)
+				cfg.no_fsync = false;
+			else if (strcmp(optarg, "off") == 0)
+				cfg.no_fsync = true;
+			else {
+				fprintf(stderr,
+				    "ringchatd: --fsync %s: on or off\n",
+				    optarg);
+				return 2;
+			}
 			break;
 		case OPT_RECOVER:
 			cfg.recover = true;

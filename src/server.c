@@ -1518,8 +1518,8 @@ load_identity(struct server *s, struct member *me)
 	}
 }
 
-static void
-move_aside(const char *path)
+void
+server_move_aside(const char *path)
 {
 	char dst[PATH_MAX];
 	int n = snprintf(
@@ -1547,7 +1547,7 @@ load_servers(struct server *s)
 	r = store_read_servers(path, st, &err);
 	if (r == -1 && s->cfg.recover) {
 		log_warnx("%s", err.text);
-		move_aside(path);
+		server_move_aside(path);
 		r = 1;
 	} else if (r == -1) {
 		fatalx("%s (the file is kept; fix it, or start with --recover "
@@ -1674,6 +1674,7 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	s->hbf.probe_id = (uint64_t)arc4random() << 20;
 	load_servers(s);
 	load_peers(s);
+	chat_load(s);
 	open_control_socket(s);
 	if (s->cfg.events_file[0] != '\0') {
 		if (events_open(

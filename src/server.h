@@ -34,6 +34,7 @@ struct server_cfg {
 	char events_file[PATH_MAX]; /* empty: none */
 	bool recover;
 	bool use_stdin;
+	bool no_fsync; /* --fsync off: write(2) only, no fdatasync */
 	struct hb_cfg hb;
 	struct election_cfg el;
 	int64_t discovery_ms; /* no leader heard by then: elect */
@@ -118,6 +119,8 @@ void server_cfg_defaults(struct server_cfg *);
  * start-up errors the operator must fix.
  */
 void server_init(struct server *, const struct server_cfg *);
+/* Renames a corrupt state file to PATH.corrupt-TIME (--recover). */
+void server_move_aside(const char *path);
 /* Runs until quit or *stop (set by a signal handler). */
 int server_run(struct server *, volatile int *stop);
 void server_shutdown(struct server *);

@@ -1389,6 +1389,255 @@ fail:
 	    tmp, strerror(saved));
 }
 
+/* ---- chat journal ---------------------------------------------------- */
+
+#define JOURNAL_LINE_MAX 4096
+
+static uint64_t
+journal_sum(const char *s, size_t n)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+static int
+journal_paths(const char *dir, char *logp, char *snapp, struct store_error *err)
+{
+	int a = snprintf(logp, PATH_MAX, "%s/chat.log", dir);
+	int b = snprintf(snapp, PATH_MAX, "%s/chat.snap", dir);
+
+	if (a < 0 || a >= PATH_MAX || b < 0 || b >= PATH_MAX)
+		return seterr(err, "%s: state directory path too long", dir);
+	return 0;
+}
+
+/* One line "HEX16 TEXT" checked: 0 and *text, *tlen set, or -1. */
+static int
+journal_line(const char *p, size_t n, const char **text, size_t *tlen)
+{
+	uint64_t want = 0;
+	size_t i;
+
+	if (n < 18 || n > JOURNAL_LINE_MAX || p[16] != ' ')
+		return -1;
+	for (i = 0; i < 16; i++) {
+		char c = p[i];
+		int v = c >= '0' && c <= '9' ? c - '0'
+		    : c >= 'a' && c <= 'f'   ? c - 'a' + 10
+					     : -1;
+
+		if (v < 0)
+			return -1;
+		want = want << 4 | (uint64_t)v;
+	}
+	if (journal_sum(p + 17, n - 17) != want)
+		return -1;
+	*text = p + 17;
+	*tlen = n - 17;
+	return 0;
+}
+
+/* Prefixes err->text with "FILE[:LINE]: ". */
+static void
+journal_where(struct store_error *err, const char *path, size_t line)
+{
+	char why[sizeof(err->text)];
+
+	(void)strlcpy(why, err->text, sizeof(why));
+	if (line > 0)
+		seterr(err, "%s:%zu: %s", path, line, why);
+	else
+		seterr(err, "%s: %s", path, why);
+}
+
+int
+store_journal_load(const char *dir, store_journal_cb snap_cb,
+    store_journal_cb op_cb, void *arg, bool *torn, struct store_error *err)
+{
+	char logp[PATH_MAX], snapp[PATH_MAX], *log = NULL, *snap = NULL;
+	const char *p, *end, *nl, *text;
+	size_t loglen = 0, snaplen = 0, line = 0, tlen;
+	int rs, rl, rv = -1;
+
+	*torn = false;
+	if (journal_paths(dir, logp, snapp, err) == -1)
+		return -1;
+	if ((rs = read_file(snapp, &snap, &snaplen, err)) == -1)
+		return -1;
+	if ((rl = read_file(logp, &log, &loglen, err)) == -1)
+		goto out;
+	if (rs == 1 && rl == 1) {
+		rv = 1;
+		goto out;
+	}
+	if (rs == 0 && snap_cb(arg, snap, snaplen, err) == -1) {
+		journal_where(err, snapp, 0);
+		goto out;
+	}
+	for (p = log, end = log + loglen; rl == 0 && p < end; p = nl + 1) {
+		line++;
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (journal_line(p,
+			nl != NULL ? (size_t)(nl - p) : (size_t)(end - p),
+			&text, &tlen) == -1) {
+			if (nl == NULL || nl + 1 == end) {
+				/* The last line, cut short by a crash. */
+				*torn = true;
+				break;
+			}
+			seterr(err,
+			    "%s:%zu: checksum mismatch or malformed "
+			    "line (the journal is damaged)",
+			    logp, line);
+			goto out;
+		}
+		if (nl == NULL) { /* whole but unterminated: cut short too */
+			*torn = true;
+			break;
+		}
+		if (op_cb(arg, text, tlen, err) == -1) {
+			journal_where(err, logp, line);
+			goto out;
+		}
+	}
+	rv = 0;
+out:
+	free(log);
+	free(snap);
+	return rv;
+}
+
+int
+store_journal_open(struct store_journal *j, const char *dir, bool truncate_torn,
+    struct store_error *err)
+{
+	char *buf = NULL;
+	size_t len = 0, keep = 0;
+	const char *p, *nl, *text;
+	size_t tlen;
+	struct stat st;
+	int r;
+
+	memset(j, 0, sizeof(*j));
+	j->fd = -1;
+	if (journal_paths(dir, j->log_path, j->snap_path, err) == -1)
+		return -1;
+	if (truncate_torn) {
+		if ((r = read_file(j->log_path, &buf, &len, err)) == -1)
+			return -1;
+		for (p = buf; r == 0 && p < buf + len; p = nl + 1) {
+			if ((nl = memchr(p, '\n', len - (size_t)(p - buf))) ==
+				NULL ||
+			    journal_line(p, (size_t)(nl - p), &text, &tlen) ==
+				-1)
+				break;
+			keep = (size_t)(nl + 1 - buf);
+			j->ops++;
+		}
+		free(buf);
+		if (r == 0 && truncate(j->log_path, (off_t)keep) == -1)
+			return seterr(err, "%s: truncate: %s", j->log_path,
+			    strerror(errno));
+	}
+	if ((j->fd = open(j->log_path,
+		 O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) == -1)
+		return seterr(err, "%s: %s", j->log_path, strerror(errno));
+	if (fstat(j->fd, &st) == -1) {
+		(void)close(j->fd);
+		j->fd = -1;
+		return seterr(
+		    err, "%s: fstat: %s", j->log_path, strerror(errno));
+	}
+	j->bytes = (uint64_t)st.st_size;
+	if (!truncate_torn) /* counted roughly: compaction is by bytes too */
+		j->ops = j->bytes / 64;
+	return 0;
+}
+
+int
+store_journal_append(struct store_journal *j, const char *text, size_t len,
+    struct store_error *err)
+{
+	char line[JOURNAL_LINE_MAX + 2];
+	size_t n, off = 0;
+	ssize_t w;
+
+	if (j->fd == -1)
+		return seterr(err, "chat journal: not open");
+	if (len == 0 || len + 18 > JOURNAL_LINE_MAX || memchr(text, '\n', len))
+		return seterr(err, "%s: op of %zu bytes cannot be journaled",
+		    j->log_path, len);
+	(void)snprintf(line, sizeof(line), "%016llx ",
+	    (unsigned long long)journal_sum(text, len));
+	memcpy(line + 17, text, len);
+	line[17 + len] = '\n';
+	n = 18 + len;
+	while (off < n) {
+		w = write(j->fd, line + off, n - off);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return seterr(err, "%s: write: %s", j->log_path,
+			    w == 0 ? "short write" : strerror(errno));
+		off += (size_t)w;
+	}
+	j->ops++;
+	j->bytes += n;
+	j->dirty = true;
+	return 0;
+}
+
+int
+store_journal_sync(struct store_journal *j, struct store_error *err)
+{
+	struct timespec a, b;
+
+	if (j->fd == -1 || !j->dirty)
+		return 0;
+	(void)clock_gettime(CLOCK_MONOTONIC, &a);
+	if (fdatasync(j->fd) == -1)
+		return seterr(
+		    err, "%s: fdatasync: %s", j->log_path, strerror(errno));
+	(void)clock_gettime(CLOCK_MONOTONIC, &b);
+	j->dirty = false;
+	j->syncs++;
+	j->sync_us += (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 +
+	    (b.tv_nsec - a.tv_nsec) / 1000);
+	return 0;
+}
+
+int
+store_journal_reset(struct store_journal *j, const char *snap, size_t len,
+    struct store_error *err)
+{
+	if (j->fd == -1)
+		return seterr(err, "chat journal: not open");
+	if (store_write_atomic(j->snap_path, snap, len, err) == -1)
+		return -1;
+	if (ftruncate(j->fd, 0) == -1 || fdatasync(j->fd) == -1)
+		return seterr(
+		    err, "%s: truncate: %s", j->log_path, strerror(errno));
+	j->ops = 0;
+	j->bytes = 0;
+	j->dirty = false;
+	j->compactions++;
+	return 0;
+}
+
+void
+store_journal_close(struct store_journal *j)
+{
+	if (j->fd != -1)
+		(void)close(j->fd);
+	j->fd = -1;
+}
+
 /* ---- building JSON --------------------------------------------------- */
 
 /* Integers as raw digits: cJSON would print large ones as 1e+15. */

@@ -2,6 +2,7 @@
 #ifndef RINGCHAT_STORE_H
 #define RINGCHAT_STORE_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -99,6 +100,61 @@ char *store_format_servers(
     const struct servers_state *, size_t *len, struct store_error *);
 char *store_format_users(
     const struct users_state *, size_t *len, struct store_error *);
+
+/*
+ * The chat journal in a state directory (docs/STATE.md): chat.snap, a
+ * relay snapshot written atomically, and chat.log, the ops applied
+ * since, appended one per line as "CHECKSUM OPTEXT" (CHECKSUM: FNV-1a 64
+ * of OPTEXT, 16 lowercase hex digits).  Ops are written with write(2)
+ * as they are applied (a kill -9 loses nothing written) and made
+ * durable by store_journal_sync (fdatasync), which the daemon calls
+ * before it acknowledges them.
+ */
+struct store_journal {
+	int fd; /* chat.log, O_APPEND; -1 when closed */
+	char log_path[PATH_MAX];
+	char snap_path[PATH_MAX];
+	uint64_t ops;	/* lines in chat.log */
+	uint64_t bytes; /* its size */
+	bool dirty;	/* written since the last sync */
+	/* counters */
+	uint64_t syncs, sync_us, compactions;
+};
+
+/*
+ * Called with chat.snap's bytes (NUL-terminated), then with each op line
+ * of chat.log in order; -1 (err set) stops the load.
+ */
+typedef int (*store_journal_cb)(
+    void *arg, const char *text, size_t len, struct store_error *);
+
+/*
+ * Reads DIR's journal: snap_cb sees chat.snap when there is one, then
+ * op_cb every op of chat.log.  A last line cut short (a crash in the
+ * middle of a write) is dropped and *torn set; any other bad line is an
+ * error naming the file and the line.  0 when read, 1 when neither file
+ * exists, -1 on error (the files are left as they are).
+ */
+int store_journal_load(const char *dir, store_journal_cb snap_cb,
+    store_journal_cb op_cb, void *arg, bool *torn, struct store_error *);
+/*
+ * Opens chat.log for appending; with truncate_torn, cuts it back to its
+ * last whole line first (after a load that set torn).
+ */
+int store_journal_open(struct store_journal *, const char *dir,
+    bool truncate_torn, struct store_error *);
+int store_journal_append(
+    struct store_journal *, const char *text, size_t len, struct store_error *);
+/* fdatasync when something was written since the last one. */
+int store_journal_sync(struct store_journal *, struct store_error *);
+/*
+ * Replaces the journal by a snapshot: chat.snap written atomically, then
+ * chat.log emptied.  A crash in between leaves the new snapshot and old
+ * ops that the load skips (their versions are not above it).
+ */
+int store_journal_reset(
+    struct store_journal *, const char *snap, size_t len, struct store_error *);
+void store_journal_close(struct store_journal *);
 
 /* One key/value of a flat JSON object line (events, client script mode). */
 enum store_kv_type { KV_STR, KV_INT, KV_BOOL, KV_UINT };

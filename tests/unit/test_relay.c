@@ -1967,13 +1967,13 @@ snapshot_should_match_the_documented_example(void **state)
 {
 	static const char doc[] =
 	    "ringchat-relay 1\n"
-	    "state 7 2 0 2 2 1 1 0\n"
-	    "u alice 10.0.0.1 4000 1 1 1 1:1\n"
-	    "u bob 10.0.0.2 4000 1 0 0\n"
+	    "state 7 2 0 2 2 1 1 0 2924258763629231521\n"
+	    "u alice 10.0.0.1 4000 1 1 1 1:1 3296470888853968049\n"
+	    "u bob 10.0.0.2 4000 1 0 0 10038753390568780797\n"
 	    "m 1 1 1 0 9223372036854775809 #lobby hi%20there\n"
 	    "r #lobby 1 1 2 0 1 1 1\n"
 	    "q 1 1 1\n"
-	    "end 197761217173d231\n";
+	    "end 20fc624ffd208265\n";
 	struct relay r, R;
 	char *s;
 	size_t len;
