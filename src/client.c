@@ -66,6 +66,7 @@ static const struct {
     {"full", "a limit of the server or this client was reached"},
     {"busy", "the server is short of memory: try again"},
     {"backlog", "a recipient is slow to acknowledge: sent again shortly"},
+    {"renamed", "the name was taken twice across a partition: renamed"},
     {"not_leader", "the server is not the leader"},
     {"unsupported", "the server does not relay chat"},
     {"unacknowledged", "messages not acknowledged by the server"},
@@ -806,6 +807,34 @@ on_req_answer(struct client *c, int64_t now, enum wire_kind re,
 	pump(c, now);
 }
 
+/*
+ * After a partition, our name was registered on both sides and the
+ * other registration kept it (docs/RELAY.md, "Merge"): the leader that
+ * merged the two says which name is ours now.  Log in with it there.
+ */
+static void
+on_renamed(struct client *c, int64_t now, const struct wire_msg *m,
+    const char *addr, uint16_t port)
+{
+	const char *name = wire_get(m, "name");
+	struct client_leader l;
+	char text[160];
+
+	if (name == NULL || name[0] == '\0' ||
+	    strlen(name) >= sizeof(c->user) || strchr(name, '@') != NULL)
+		return;
+	(void)snprintf(text, sizeof(text),
+	    "%s was also registered on the other side of a partition; you "
+	    "are now %s",
+	    c->user, name);
+	(void)strlcpy(c->user, name, sizeof(c->user));
+	emit_error(c, "renamed", text, NULL, false);
+	l = c->leader;
+	(void)strlcpy(l.addr, addr, sizeof(l.addr));
+	l.port = port;
+	relocate(c, now, &l);
+}
+
 static void
 on_answer(struct client *c, int64_t now, const struct wire_msg *m,
     const char *addr, uint16_t port)
@@ -835,6 +864,10 @@ on_answer(struct client *c, int64_t now, const struct wire_msg *m,
 		return;
 	}
 
+	if (code != NULL && strcmp(code, "renamed") == 0) {
+		on_renamed(c, now, m, addr, port);
+		return;
+	}
 	if (code != NULL && on_session_error(c, now, re, code, m, leader))
 		return;
 	switch (re) {

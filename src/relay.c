@@ -1453,9 +1453,9 @@ op_digest(uint64_t h, const struct relay_op *op)
 	h = mix_str(h, op->user, strlen(op->user));
 	switch (op->type) {
 	case ROP_NEWU:
-		h = mix64(h, op->id);
-		/* FALLTHROUGH */
 	case ROP_LOGIN:
+		if (op->type == ROP_NEWU)
+			h = mix64(h, op->id);
 		h = mix_str(h, op->addr, strlen(op->addr));
 		return mix64(h, op->port);
 	case ROP_JOIN:

@@ -203,6 +203,182 @@ send_ok(struct relay *r, int64_t now, const char *to, const char *body,
 	return id;
 }
 
+/* ---- merge ------------------------------------------------------------ */
+
+/* A delivery of body to user in r's outbox. */
+static bool
+delivered(const struct relay *r, const char *user, const char *body)
+{
+	size_t i;
+
+	for (i = 0; i < r->nout; i++)
+		if (r->out[i].type == RO_DELIVER &&
+		    strcmp(r->out[i].user, user) == 0 &&
+		    r->out[i].bodylen == strlen(body) &&
+		    memcmp(r->out[i].body, body, r->out[i].bodylen) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * L and O share a history, then are cut apart and each leads its own
+ * side: the merge takes O's users (a name registered on both sides
+ * renamed), its message, delivered only to who has not had it.
+ */
+static void
+merge_should_take_the_other_sides_users_and_messages_once(void **state)
+{
+	struct relay L, O, B;
+	const struct relay_out *o;
+	size_t nu = 9, nm = 9, i;
+	char *snap;
+	size_t len;
+	bool renamed = false;
+
+	(void)state;
+	trio(&L, NULL);
+	L.origin = 1;
+	for (i = 0; i < 3; i++) {
+		static const char *const who[] = {"alice", "bob", "carol"};
+		static const char *const at[] = {A_ADDR, B_ADDR, C_ADDR};
+
+		assert_int_equal(
+		    relay_on_join(&L, 0, who[i], at[i], PORT, "#lobby"),
+		    RELAY_OK);
+	}
+	relay_drain(&L);
+	init_backup(&B, NULL);
+	assert_int_equal(relay_snapshot(&L, &snap, &len), RELAY_OK);
+	assert_int_equal(relay_restore(&B, snap, len), RELAY_OK);
+	init_backup(&O, NULL);
+	assert_int_equal(relay_restore(&O, snap, len), RELAY_OK);
+	free(snap);
+	assert_int_equal(O.hash, L.hash);
+	relay_drain(&B);
+	relay_drain(&O);
+	assert_int_equal(relay_become_leader(&O, 0), RELAY_OK);
+	O.origin = 2;
+	relay_drain(&O);
+
+	/* L's side: dave registers, alice talks. */
+	assert_int_equal(
+	    relay_on_newu(&L, 0, "dave", "10.0.0.4", PORT), RELAY_OK);
+	assert_int_equal(
+	    relay_on_msg(&L, 0, "alice", A_ADDR, PORT, "#lobby", "from-L", 1),
+	    RELAY_OK);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	/* O's side: erin, another dave; bob talks, carol has it there. */
+	assert_int_equal(
+	    relay_on_newu(&O, 0, "erin", "10.0.1.5", PORT), RELAY_OK);
+	assert_int_equal(
+	    relay_on_newu(&O, 0, "dave", "10.0.1.4", PORT), RELAY_OK);
+	assert_int_equal(
+	    relay_on_msg(&O, 0, "bob", B_ADDR, PORT, "#lobby", "from-O", 1),
+	    RELAY_OK);
+	assert_int_equal(relay_on_replicated(&O, 0, last_msg_id(&O)), RELAY_OK);
+	o = find_deliver(&O, "carol");
+	assert_non_null(o);
+	{
+		uint64_t id = o->id;
+
+		relay_drain(&O);
+		assert_int_equal(
+		    relay_on_ack(&O, 0, "carol", C_ADDR, PORT, id), RELAY_OK);
+	}
+	relay_drain(&O);
+	assert_true(O.hash != L.hash);
+
+	/* Heal: L stays leader and takes O's state in. */
+	assert_int_equal(relay_merge(&B, 0, &O, NULL, NULL), RELAY_EROLE);
+	assert_int_equal(relay_merge(&L, 0, &O, &nu, &nm), RELAY_OK);
+	assert_int_equal(nu, 2); /* erin, and dave~2 */
+	assert_int_equal(nm, 1); /* from-O */
+	for (i = 0; i < L.nout; i++) {
+		o = &L.out[i];
+		if (o->type == RO_REPLY && o->err == RELAY_ERENAMED) {
+			assert_string_equal(o->user, "dave");
+			assert_string_equal(o->addr, "10.0.1.4");
+			assert_string_equal(o->text, "dave~2");
+			renamed = true;
+		}
+	}
+	assert_true(renamed);
+	/* The ops go to the backup like any others; then confirmed. */
+	replicate(&L, &B, 0);
+	assert_true(relay_equal(&L, &B));
+	assert_true(delivered(&L, "alice", "from-O"));
+	assert_false(delivered(&L, "carol", "from-O")); /* had it */
+	assert_false(delivered(&L, "bob", "from-O"));	/* sent it */
+	{
+		struct relay_user_info info;
+
+		assert_int_equal(relay_user_get(&L, "dave", &info), 0);
+		assert_string_equal(info.addr, "10.0.0.4");
+		assert_int_equal(relay_user_get(&L, "dave~2", &info), 0);
+		assert_string_equal(info.addr, "10.0.1.4");
+		assert_false(info.online);
+		assert_int_equal(relay_user_get(&L, "erin", &info), 0);
+	}
+	relay_drain(&L);
+	/* Again (another backup of O's side): nothing new. */
+	assert_int_equal(relay_merge(&L, 0, &O, &nu, &nm), RELAY_OK);
+	assert_int_equal(nu, 0);
+	assert_int_equal(nm, 0);
+	assert_int_equal(count_type(&L, RO_REPLICATE), 0);
+	relay_free(&L);
+	relay_free(&O);
+	relay_free(&B);
+}
+
+/*
+ * A stale replica restarted as leader, the newer one merged in: what
+ * the newer one had queued reaches the user, once.
+ */
+static void
+merge_should_bring_a_stale_leader_up_to_date(void **state)
+{
+	struct relay N, S;
+	struct relay_user_info info;
+	size_t nu, nm;
+	char *snap;
+	size_t len;
+
+	(void)state;
+	init_leader(&N, NULL);
+	user_up(&N, "alice", A_ADDR);
+	assert_int_equal(relay_on_newu(&N, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	relay_drain(&N);
+	assert_int_equal(relay_snapshot(&N, &snap, &len), RELAY_OK);
+	init_backup(&S, NULL);
+	assert_int_equal(relay_restore(&S, snap, len), RELAY_OK);
+	free(snap);
+	relay_drain(&S);
+	/* bob is offline: alice's messages wait for him on N only. */
+	send_ok(&N, 0, "bob", "one", 1);
+	send_ok(&N, 0, "bob", "two", 2);
+	relay_drain(&N);
+	assert_int_equal(relay_become_leader(&S, 0), RELAY_OK);
+	relay_drain(&S);
+	assert_int_equal(relay_merge(&S, 0, &N, &nu, &nm), RELAY_OK);
+	assert_int_equal(nu, 0);
+	assert_int_equal(nm, 2);
+	replicate(&S, NULL, 0);
+	relay_drain(&S);
+	assert_int_equal(relay_user_get(&S, "bob", &info), 0);
+	assert_int_equal(info.queued, 2);
+	assert_int_equal(relay_on_login(&S, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	assert_true(delivered(&S, "bob", "one"));
+	relay_drain(&S);
+	/* alice's client resends "two" (never saw its ok): a duplicate. */
+	assert_int_equal(
+	    relay_on_msg(&S, 0, "alice", A_ADDR, PORT, "bob", "two", 2),
+	    RELAY_OK);
+	assert_true(has_event(&S, REV_DUPLICATE));
+	relay_free(&N);
+	relay_free(&S);
+}
+
 /* ---- configuration --------------------------------------------------- */
 
 static void
@@ -2299,6 +2475,9 @@ main(void)
 		client_resend_after_failover_should_be_recognised_by_cid),
 	    cmocka_unit_test(
 		stepping_down_should_forget_timers_and_pending_answers),
+	    cmocka_unit_test(
+		merge_should_take_the_other_sides_users_and_messages_once),
+	    cmocka_unit_test(merge_should_bring_a_stale_leader_up_to_date),
 	    cmocka_unit_test(op_text_should_round_trip),
 	    cmocka_unit_test(op_parse_should_reject_malformed_lines),
 	    cmocka_unit_test(

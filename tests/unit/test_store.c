@@ -1502,6 +1502,178 @@ status_json_should_parse_back_with_the_expected_fields(void **state)
 	free(r);
 }
 
+/* ---- chat journal ----------------------------------------------------- */
+
+struct jload {
+	char snap[256];
+	char ops[16][64];
+	size_t nops;
+	int fail_at; /* op number that the callback refuses, 0: none */
+};
+
+static int
+jl_snap(void *arg, const char *text, size_t len, struct store_error *err)
+{
+	struct jload *j = arg;
+
+	(void)err;
+	assert_true(len < sizeof(j->snap));
+	memcpy(j->snap, text, len);
+	j->snap[len] = '\0';
+	return 0;
+}
+
+static int
+jl_op(void *arg, const char *text, size_t len, struct store_error *err)
+{
+	struct jload *j = arg;
+
+	if ((int)j->nops + 1 == j->fail_at) {
+		snprintf(err->text, sizeof(err->text), "refused");
+		return -1;
+	}
+	assert_true(j->nops < 16 && len < 64);
+	memcpy(j->ops[j->nops], text, len);
+	j->ops[j->nops++][len] = '\0';
+	return 0;
+}
+
+static const char *
+jdir(char *buf, const char *name)
+{
+	tpath(buf, name);
+	assert_int_equal(mkdir(buf, 0755), 0);
+	return buf;
+}
+
+static void
+journal_should_give_back_the_snapshot_then_the_ops_in_order(void **state)
+{
+	char dir[PATH_MAX];
+	struct store_journal jn;
+	struct store_error err;
+	struct jload j;
+	bool torn = true;
+
+	(void)state;
+	jdir(dir, "j1");
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), 1);
+	assert_int_equal(store_journal_open(&jn, dir, false, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "newu 1 a", 8, &err), 0);
+	assert_int_equal(store_journal_reset(&jn, "SNAP", 4, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "op two", 6, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "op three", 8, &err), 0);
+	assert_int_equal(store_journal_sync(&jn, &err), 0);
+	assert_int_equal(jn.syncs, 1);
+	assert_int_equal(jn.ops, 2);
+	/* a newline would make two lines of one op: refused */
+	assert_int_equal(store_journal_append(&jn, "a\nb", 3, &err), -1);
+	store_journal_close(&jn);
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), 0);
+	assert_false(torn);
+	assert_string_equal(j.snap, "SNAP");
+	assert_int_equal(j.nops, 2);
+	assert_string_equal(j.ops[0], "op two");
+	assert_string_equal(j.ops[1], "op three");
+	assert_int_equal(count_temps(dir), 0);
+}
+
+static void
+journal_should_drop_a_last_line_cut_short_and_nothing_else(void **state)
+{
+	char dir[PATH_MAX], path[PATH_MAX], *text;
+	struct store_journal jn;
+	struct store_error err;
+	struct jload j;
+	size_t len;
+	bool torn = false;
+
+	(void)state;
+	jdir(dir, "j2");
+	assert_int_equal(store_journal_open(&jn, dir, false, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "one", 3, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "two", 3, &err), 0);
+	store_journal_close(&jn);
+	/* A crash in the middle of the third write. */
+	assert_true(
+	    snprintf(path, sizeof(path), "%s/chat.log", dir) < PATH_MAX);
+	text = get_file(path, &len);
+	assert_non_null(text);
+	{
+		char buf[256];
+
+		memcpy(buf, text, len);
+		memcpy(buf + len, "0123456789abcdef th", 19);
+		put_file(path, buf, len + 19);
+	}
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), 0);
+	assert_true(torn);
+	assert_int_equal(j.nops, 2);
+	/* Opening cuts it back; appends follow the whole lines. */
+	assert_int_equal(store_journal_open(&jn, dir, true, &err), 0);
+	assert_int_equal(jn.ops, 2);
+	assert_int_equal(store_journal_append(&jn, "three", 5, &err), 0);
+	store_journal_close(&jn);
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), 0);
+	assert_false(torn);
+	assert_int_equal(j.nops, 3);
+	assert_string_equal(j.ops[2], "three");
+	free(text);
+}
+
+static void
+journal_with_a_damaged_line_inside_should_name_the_file_and_line(void **state)
+{
+	char dir[PATH_MAX], path[PATH_MAX], *text;
+	struct store_journal jn;
+	struct store_error err;
+	struct jload j;
+	size_t len;
+	bool torn = false;
+
+	(void)state;
+	jdir(dir, "j3");
+	assert_int_equal(store_journal_open(&jn, dir, false, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "one", 3, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "two", 3, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "six", 3, &err), 0);
+	store_journal_close(&jn);
+	assert_true(
+	    snprintf(path, sizeof(path), "%s/chat.log", dir) < PATH_MAX);
+	text = get_file(path, &len);
+	assert_non_null(text);
+	text[17 + 3 + 1 + 17] = 'T'; /* "two" -> "Two": checksum fails */
+	put_file(path, text, len);
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), -1);
+	assert_contains(err.text, "chat.log:2:");
+	assert_contains(err.text, "checksum");
+	/* the file is left as it was */
+	free(text);
+	text = get_file(path, &len);
+	assert_int_equal(len, 3 * 21);
+	free(text);
+	/* A callback's refusal is named the same way. */
+	put_file(path, "", 0);
+	assert_int_equal(store_journal_open(&jn, dir, false, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "one", 3, &err), 0);
+	assert_int_equal(store_journal_append(&jn, "two", 3, &err), 0);
+	store_journal_close(&jn);
+	memset(&j, 0, sizeof(j));
+	j.fail_at = 2;
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), -1);
+	assert_contains(err.text, "chat.log:2: refused");
+}
+
 int
 main(void)
 {
@@ -1572,6 +1744,12 @@ main(void)
 		json_line_list_should_end_with_an_array_of_strings),
 	    cmocka_unit_test(
 		status_json_should_parse_back_with_the_expected_fields),
+	    cmocka_unit_test(
+		journal_should_give_back_the_snapshot_then_the_ops_in_order),
+	    cmocka_unit_test(
+		journal_should_drop_a_last_line_cut_short_and_nothing_else),
+	    cmocka_unit_test(
+		journal_with_a_damaged_line_inside_should_name_the_file_and_line),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
