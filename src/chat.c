@@ -272,6 +272,37 @@ chunk_end(const char *buf, size_t len, size_t off)
 }
 
 /*
+ * Sends the chunks of buf (len bytes, snapshot version v) from off up
+ * to limit to server `to` as snap datagrams (merge: a backup's state for
+ * its leader).  Returns the offset reached.
+ */
+static size_t
+send_chunks(struct server *s, const struct uuid *to, const char *buf,
+    size_t len, uint64_t v, size_t off, size_t limit, bool merge)
+{
+	char id[UUID_STRLEN + 1], chunk[CHAT_SNAP_CHUNK + 1];
+
+	uuid_format(to, id);
+	while (off < len && off < limit) {
+		size_t end = chunk_end(buf, len, off);
+		struct wire_msg m;
+
+		memcpy(chunk, buf + off, end - off);
+		chunk[end - off] = '\0';
+		wire_init(&m, WK_SNAP, id, chunk, server_self_id(s));
+		wire_add_u64(&m, "epoch", s->el.epoch);
+		if (merge)
+			wire_add_u64(&m, "merge", 1);
+		wire_add_u64(&m, "v", v);
+		wire_add_u64(&m, "off", off);
+		wire_add_u64(&m, "total", len);
+		server_send_member(s, to, &m);
+		off = end;
+	}
+	return off;
+}
+
+/*
  * Sends the chunks after the last one sent, up to a window beyond what
  * the backup acknowledged; with resend, from the acknowledged offset
  * again (a chunk was lost).
@@ -280,26 +311,12 @@ static void
 send_snapshot_window(struct server *s, const struct member *to,
     struct chat_peer *p, bool resend, int64_t now)
 {
-	char id[UUID_STRLEN + 1], chunk[CHAT_SNAP_CHUNK + 1];
 	size_t off = resend || p->snap_sent < p->snap_acked ? p->snap_acked
 							    : p->snap_sent;
 	size_t limit = p->snap_acked + CHAT_SNAP_WINDOW * CHAT_SNAP_CHUNK;
 
-	uuid_format(&to->uuid, id);
-	while (off < p->snap_len && off < limit) {
-		size_t end = chunk_end(p->snap, p->snap_len, off);
-		struct wire_msg m;
-
-		memcpy(chunk, p->snap + off, end - off);
-		chunk[end - off] = '\0';
-		wire_init(&m, WK_SNAP, id, chunk, server_self_id(s));
-		wire_add_u64(&m, "epoch", s->el.epoch);
-		wire_add_u64(&m, "v", p->snap_version);
-		wire_add_u64(&m, "off", off);
-		wire_add_u64(&m, "total", p->snap_len);
-		server_send_member(s, &to->uuid, &m);
-		off = end;
-	}
+	off = send_chunks(s, &to->uuid, p->snap, p->snap_len, p->snap_version,
+	    off, limit, false);
 	if (off > p->snap_sent)
 		p->snap_sent = off;
 	p->snap_ms = now + CHAT_RESEND_MS;
@@ -918,7 +935,6 @@ static void
 offer_send(struct server *s, uint64_t off)
 {
 	struct chat *c = &s->chat;
-	char id[UUID_STRLEN + 1], chunk[CHAT_SNAP_CHUNK + 1];
 	size_t limit;
 
 	if (c->offer == NULL || off == 0) {
@@ -937,22 +953,8 @@ offer_send(struct server *s, uint64_t off)
 	if (off > c->offer_len)
 		return;
 	limit = off + CHAT_SNAP_WINDOW / 8 * CHAT_SNAP_CHUNK;
-	uuid_format(&s->el.leader, id);
-	while (off < c->offer_len && off < limit) {
-		size_t end = chunk_end(c->offer, c->offer_len, off);
-		struct wire_msg m;
-
-		memcpy(chunk, c->offer + off, end - off);
-		chunk[end - off] = '\0';
-		wire_init(&m, WK_SNAP, id, chunk, server_self_id(s));
-		wire_add_u64(&m, "epoch", s->el.epoch);
-		wire_add_u64(&m, "merge", 1);
-		wire_add_u64(&m, "v", c->offer_version);
-		wire_add_u64(&m, "off", off);
-		wire_add_u64(&m, "total", c->offer_len);
-		server_send_member(s, &s->el.leader, &m);
-		off = end;
-	}
+	(void)send_chunks(s, &s->el.leader, c->offer, c->offer_len,
+	    c->offer_version, off, limit, true);
 }
 
 void

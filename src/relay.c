@@ -165,14 +165,7 @@ static const char *const op_names[ROP_COUNT] = {
 static uint64_t
 fnv64(const char *s, size_t n)
 {
-	uint64_t h = UINT64_C(14695981039346656037);
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= UINT64_C(1099511628211);
-	}
-	return h;
+	return store_fnv64(s, n);
 }
 
 static void *

@@ -1393,14 +1393,15 @@ fail:
 
 #define JOURNAL_LINE_MAX 4096
 
-static uint64_t
-journal_sum(const char *s, size_t n)
+uint64_t
+store_fnv64(const void *data, size_t n)
 {
+	const unsigned char *p = data;
 	uint64_t h = UINT64_C(14695981039346656037);
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
+		h ^= p[i];
 		h *= UINT64_C(1099511628211);
 	}
 	return h;
@@ -1436,7 +1437,7 @@ journal_line(const char *p, size_t n, const char **text, size_t *tlen)
 			return -1;
 		want = want << 4 | (uint64_t)v;
 	}
-	if (journal_sum(p + 17, n - 17) != want)
+	if (store_fnv64(p + 17, n - 17) != want)
 		return -1;
 	*text = p + 17;
 	*tlen = n - 17;
@@ -1574,7 +1575,7 @@ store_journal_append(struct store_journal *j, const char *text, size_t len,
 		return seterr(err, "%s: op of %zu bytes cannot be journaled",
 		    j->log_path, len);
 	(void)snprintf(line, sizeof(line), "%016llx ",
-	    (unsigned long long)journal_sum(text, len));
+	    (unsigned long long)store_fnv64(text, len));
 	memcpy(line + 17, text, len);
 	line[17 + len] = '\n';
 	n = 18 + len;

@@ -156,6 +156,9 @@ int store_journal_reset(
     struct store_journal *, const char *snap, size_t len, struct store_error *);
 void store_journal_close(struct store_journal *);
 
+/* FNV-1a 64: the checksum of journal lines and snapshots. */
+uint64_t store_fnv64(const void *, size_t);
+
 /* One key/value of a flat JSON object line (events, client script mode). */
 enum store_kv_type { KV_STR, KV_INT, KV_BOOL, KV_UINT };
 struct store_kv {
