@@ -20,6 +20,7 @@ LIB_SRCS += src/election.c   # LCR election state machine (pure)
 LIB_SRCS += src/heartbeat.c  # beats and failure detector (pure)
 LIB_SRCS += src/relay.c      # users, rooms, streams, exactly-once delivery (pure)
 LIB_SRCS += src/client.c     # client session state machine (pure)
+LIB_SRCS += src/auth.c       # cluster key, MACs, replay windows, sessions (libsodium)
 LIB_SRCS += src/store.c      # state files and JSON (the only cJSON user)
 LIB_SRCS += src/loop.c       # poll loop with monotonic deadlines
 LIB_SRCS += src/net.c        # UDP sockets, interfaces, broadcast address
@@ -34,10 +35,11 @@ SERVER_SRCS += src/ringchatd.c  # server main: options, identity, sockets, loop
 CLIENT_SRCS =
 CLIENT_SRCS += src/ringchat.c   # client main
 
-UNIT_TESTS = wire uuid ring election heartbeat relay store control client
+UNIT_TESTS = wire uuid ring election heartbeat relay store control client auth
 SIMS       = sim_election
+TOOLS      = loadgen forwarder  # benchmark programs, tools/*.c
 
-PKGS     = libbsd-overlay libcjson
+PKGS     = libbsd-overlay libcjson libsodium
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -60,12 +62,13 @@ RINGCHATD = $(BUILD)/ringchatd
 RINGCHAT  = $(BUILD)/ringchat
 UNIT_BINS = $(patsubst %,$(BUILD)/tests/test_%,$(UNIT_TESTS))
 SIM_BINS  = $(patsubst %,$(BUILD)/tests/%,$(SIMS))
+TOOL_BINS = $(patsubst %,$(BUILD)/tools/%,$(TOOLS))
 
 .PHONY: all deps test unit sim fuzz-smoke integration sanitize fuzz demo \
-	bench install clean format format-check check-clang
+	bench install clean format format-check check-clang lan-test
 .DELETE_ON_ERROR:
 
-all: $(RINGCHATD) $(RINGCHAT)
+all: $(RINGCHATD) $(RINGCHAT) $(TOOL_BINS)
 
 deps:
 	@tools/deps
@@ -73,7 +76,7 @@ deps:
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/obj $(BUILD)/tests:
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/tools:
 	mkdir -p $@
 
 $(LIB): $(call obj,$(LIB_C))
@@ -94,10 +97,14 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB) $(wildcard src/*.h) | $(BUILD)
 $(BUILD)/tests/sim_%: tests/sim/sim_%.c $(LIB) $(wildcard src/*.h) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(LIB) $(LDLIBS)
 
-# Everything: dependencies, build, unit, simulation, fuzz smoke, integration.
+$(BUILD)/tools/%: tools/%.c $(LIB) $(wildcard src/*.h) | $(BUILD)/tools
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(LIB) $(LDLIBS)
+
+# Everything: dependencies, build, unit, simulation, fuzz smoke, integration
+# on loopback and on a virtual LAN.
 test: deps
 	$(MAKE) all $(UNIT_BINS) $(SIM_BINS)
-	$(MAKE) unit sim fuzz-smoke integration
+	$(MAKE) unit sim fuzz-smoke integration lan-test
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -109,6 +116,12 @@ sim: $(SIM_BINS)
 integration: all
 	RINGCHAT_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 
+# Servers and clients on a virtual LAN of network namespaces (tools/ringlan.py);
+# not root: inside a user namespace, where we may make them.
+lan-test: all
+	RINGCHAT_BUILD=$(abspath $(BUILD)) $(if $(filter 0,$(shell id -u)),,unshare -rn) \
+		$(PYTHON) -m pytest -q tests/lan
+
 # Same tests under AddressSanitizer and UndefinedBehaviorSanitizer.
 sanitize: deps
 	$(MAKE) BUILD=build/san SEEDS=300 \
@@ -118,7 +131,7 @@ sanitize: deps
 
 # libFuzzer targets (clang).  `make fuzz` builds them; run one longer with
 # build/fuzz/fuzz_wire -max_total_time=600 tests/fuzz/corpus/wire
-FUZZ_TARGETS = wire store
+FUZZ_TARGETS = wire store auth
 FUZZ_BINS = $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 $(WARN) $(PKG_CFLAGS) \
 	-fsanitize=fuzzer,address,undefined -Isrc
@@ -147,8 +160,10 @@ check-clang:
 demo: deps all
 	@$(PYTHON) tools/demo $(if $(LAN),--lan $(LAN))
 
+# Benchmarks in a private network namespace, one table; writes build/bench.
+# FULL=1: longer, medians of repetitions, JSON and plots into docs/bench.
 bench: deps all
-	@$(PYTHON) tools/bench
+	@$(PYTHON) tools/bench $(if $(FULL),--full)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
@@ -158,10 +173,10 @@ install: all
 	install -m 0644 man/ringchatd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c tests/sim/*.c tests/fuzz/*.c
+	clang-format -i src/*.c src/*.h tests/unit/*.c tests/sim/*.c tests/fuzz/*.c tools/*.c
 
 format-check:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/sim/*.c tests/fuzz/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/sim/*.c tests/fuzz/*.c tools/*.c
 
 clean:
 	rm -rf build

@@ -1164,7 +1164,7 @@ op_msg(struct relay *r, const struct relay_op *op, struct relay_msg **made)
 	int64_t si;
 
 	if ((si = user_find(r, op->user)) == -1 || op->cid == 0 ||
-	    op->id != r->next_id || op->bodylen > RELAY_BODY_MAX ||
+	    op->id < r->next_id || op->bodylen > RELAY_BODY_MAX ||
 	    body_check(op->body, op->bodylen) != RELAY_OK ||
 	    target_of(r, (uint32_t)si, op->dest, &t) != RELAY_OK ||
 	    op->seq != t.seq ||
@@ -3376,6 +3376,13 @@ relay_merge(struct relay *r, int64_t now, const struct relay *o, size_t *users,
 			rmap[map[i]] = (int64_t)i;
 	if ((e = merge_rooms(r, now, o, map)) != RELAY_OK)
 		goto out;
+	/*
+	 * Clients drop a delivery whose id is not above the highest they
+	 * have shown in its stream: what is merged must come after every id
+	 * either side gave out.  The op's id says where ids go on.
+	 */
+	if (o->next_id > r->next_id)
+		r->next_id = o->next_id;
 	for (m = o->mhead; m != NULL; m = m->next) {
 		if (m->refs == 0)
 			continue;
