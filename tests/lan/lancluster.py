@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import uuid as uuidlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -22,30 +20,17 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import ringlan  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import cluster as loopback  # noqa: E402
+from cluster import ordered_uuids, wait_for  # noqa: E402,F401
+
 BUILD = os.environ.get("RINGCHAT_BUILD", os.path.join(ROOT, "build"))
 RINGCHATD = os.path.join(BUILD, "ringchatd")
 RINGCHAT = os.path.join(BUILD, "ringchat")
 
 
-def wait_for(cond, timeout, what, interval=0.05):
-    """Polls cond() until it returns a true value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def ordered_uuids(n):
-    """n random UUIDs sorted ascending: index n-1 is the highest."""
-    return sorted(str(uuidlib.uuid4()) for _ in range(n))
-
-
-class Server:
-    """ringchatd on one host of the LAN."""
+class Server(loopback.Server):
+    """ringchatd on one host of the LAN (process handling as on loopback)."""
 
     def __init__(self, cluster, idx, host, uuid):
         self.cluster = cluster
@@ -70,46 +55,6 @@ class Server:
                                     stdout=self.logf, stderr=self.logf)
         return self
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig=signal.SIGKILL):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stdin:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        if self.logf:
-            self.logf.close()
-            self.logf = None
-
-    def stdin(self, line):
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
-
-    def ctl(self, *cmd, timeout=5):
-        """The control socket is a file: reachable from any namespace."""
-        r = subprocess.run([RINGCHATD, "ctl", "--state-dir", self.state_dir, *cmd],
-                           capture_output=True, timeout=timeout)
-        return r.returncode, r.stdout.decode(), r.stderr.decode()
-
-    def status(self):
-        """status json, or None while the server cannot answer."""
-        if not self.alive():
-            return None
-        try:
-            rc, out, _ = self.ctl("status", "json")
-            return json.loads(out) if rc == 0 else None
-        except (subprocess.TimeoutExpired, ValueError):
-            return None
-
     def users(self):
         """{name: online} from `ctl users`, or None."""
         if not self.alive():
@@ -126,13 +71,6 @@ class Server:
             if len(f) >= 2:
                 users[f[0]] = f[1] == "online"
         return users
-
-    def events_list(self):
-        try:
-            with open(self.events) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
 
     def events_named(self, name, since_us=0):
         return [e for e in self.events_list()
