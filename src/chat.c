@@ -170,8 +170,9 @@ journal_sync(struct server *s)
 {
 	struct store_error err;
 
-	if (!s->cfg.no_fsync &&
-	    store_journal_sync(&s->chat.journal, &err) == -1)
+	if ((s->cfg.no_fsync
+		    ? store_journal_flush(&s->chat.journal, &err)
+		    : store_journal_sync(&s->chat.journal, &err)) == -1)
 		journal_failed(&s->chat, &err);
 }
 
@@ -224,17 +225,48 @@ next_backup(struct server *s, size_t *i, const struct member **m)
 
 /* ---- leader: sending ops and snapshots ---------------------------------- */
 
-static void
-send_op(struct server *s, const struct member *to, const struct chat_logent *e)
+/*
+ * Sends ops first..last (all in the log) to a backup, as many to a repl
+ * datagram as fit, separated by CHAT_REPL_SEP.  Returns the last version
+ * sent.
+ */
+static uint64_t
+send_ops(
+    struct server *s, const struct member *to, uint64_t first, uint64_t last)
 {
-	char id[UUID_STRLEN + 1];
-	struct wire_msg m;
+	char id[UUID_STRLEN + 1], body[CHAT_REPL_BYTES + RELAY_OP_TEXT_MAX + 1];
+	uint64_t v = first;
 
-	wire_init(&m, WK_REPL, uuid_format(&to->uuid, id), e->text,
-	    server_self_id(s));
-	wire_add_u64(&m, "epoch", s->el.epoch);
-	wire_add_u64(&m, "v", e->version);
-	server_send_member(s, &to->uuid, &m);
+	uuid_format(&to->uuid, id);
+	while (v <= last) {
+		const struct chat_logent *e;
+		size_t used = 0, enc = 0, n = 0, el;
+		uint64_t start = v;
+		struct wire_msg m;
+
+		for (; v <= last && (e = log_find(&s->chat, v)) != NULL; v++) {
+			el =
+			    wire_escaped_len(e->text, e->len) + (n > 0 ? 3 : 0);
+			if (n > 0 && enc + el > CHAT_REPL_BYTES)
+				break;
+			if (n > 0)
+				body[used++] = CHAT_REPL_SEP;
+			memcpy(body + used, e->text, e->len);
+			used += e->len;
+			enc += el;
+			n++;
+		}
+		if (n == 0)
+			break;
+		body[used] = '\0';
+		wire_init(&m, WK_REPL, id, body, server_self_id(s));
+		wire_add_u64(&m, "epoch", s->el.epoch);
+		wire_add_u64(&m, "v", start);
+		wire_add_u64(&m, "n", n);
+		server_send_member(s, &to->uuid, &m);
+		s->chat.repl_sent++;
+	}
+	return v - 1;
 }
 
 static void
@@ -328,8 +360,7 @@ catch_up(
     struct server *s, const struct member *to, struct chat_peer *p, int64_t now)
 {
 	struct chat *c = &s->chat;
-	uint64_t v;
-	int n = 0;
+	uint64_t last;
 
 	if (p->snapping) {
 		send_snapshot_window(s, to, p, true, now);
@@ -343,16 +374,45 @@ catch_up(
 			send_snapshot_window(s, to, p, false, now);
 		return;
 	}
-	for (v = p->acked + 1; v <= c->relay.version && n < CHAT_OP_WINDOW;
-	     v++, n++) {
-		const struct chat_logent *e = log_find(c, v);
-
-		if (e == NULL)
-			break;
-		send_op(s, to, e);
-		c->repl_resent++;
-	}
+	/* Go-back-N: the backup drops every op after a lost one. */
+	last = c->relay.version;
+	if (last > p->acked + CHAT_OP_WINDOW)
+		last = p->acked + CHAT_OP_WINDOW;
+	p->sent = send_ops(s, to, p->acked + 1, last);
+	c->repl_resent++;
 	p->resend_ms = now + CHAT_RESEND_MS;
+}
+
+/*
+ * Sends every verified backup the ops it was not sent yet, batched, up
+ * to CHAT_PIPE_MAX beyond what it acknowledged: a pipeline, not one op
+ * per round trip.  A lost datagram shows as no progress for
+ * CHAT_RESEND_MS (catch_up).
+ */
+static void
+flush_repl(struct server *s, int64_t now)
+{
+	struct chat *c = &s->chat;
+	const struct member *m;
+	struct chat_peer *p;
+	uint64_t last;
+	size_t i = 0;
+
+	c->repl_pending = false;
+	while ((p = next_backup(s, &i, &m)) != NULL) {
+		if (p->snapping || p->merging || !p->verified)
+			continue; /* ops go once it has caught up */
+		if (p->sent < p->acked)
+			p->sent = p->acked;
+		last = c->relay.version;
+		if (last > p->acked + CHAT_PIPE_MAX)
+			last = p->acked + CHAT_PIPE_MAX;
+		if (p->sent >= last)
+			continue;
+		if (p->sent == p->acked)
+			p->resend_ms = now + CHAT_RESEND_MS;
+		p->sent = send_ops(s, m, p->sent + 1, last);
+	}
 }
 
 /*
@@ -466,10 +526,7 @@ replicate(struct server *s, const struct relay_op *op, int64_t now)
 {
 	struct chat *c = &s->chat;
 	char text[RELAY_OP_TEXT_MAX + 1];
-	const struct chat_logent *e;
-	const struct member *m;
-	struct chat_peer *p;
-	size_t len, i;
+	size_t len;
 
 	if (relay_op_format(op, text, sizeof(text), &len) == -1)
 		fatalx("relay op %s v%llu does not format",
@@ -480,16 +537,8 @@ replicate(struct server *s, const struct relay_op *op, int64_t now)
 		fatalx("replication log: out of memory");
 	if (op->type != ROP_MSG && op->type != ROP_ACK)
 		users_changed(c, now);
-	e = log_find(c, op->version);
-	i = 0;
-	while ((p = next_backup(s, &i, &m)) != NULL) {
-		/* In order only: a lagging backup catches up on its own. */
-		if (p->snapping || p->acked + 1 != op->version)
-			continue;
-		send_op(s, m, e);
-		c->repl_sent++;
-		p->resend_ms = now + CHAT_RESEND_MS;
-	}
+	/* Batched with the other ops of this wake-up (chat_tick). */
+	c->repl_pending = true;
 }
 
 static void
@@ -592,7 +641,7 @@ chat_on_client(struct server *s, const struct wire_msg *m,
 	struct relay *r = &c->relay;
 	char addr[INET_ADDRSTRLEN];
 	uint16_t port = ntohs(from->sin_port);
-	uint64_t n = 0;
+	uint64_t n = 0, after = 0;
 
 	if (!c->leader) {
 		reply_not_leader(s, m, from);
@@ -617,7 +666,12 @@ chat_on_client(struct server *s, const struct wire_msg *m,
 		/* A missing or malformed cid is the relay's bad_cid (0). */
 		if (wire_get_u64(m, "cid", &n) == -1)
 			n = 0;
-		relay_on_msg(r, now, m->from, addr, port, m->to, m->body, n);
+		/* after: the sender's previous open message (0: none). */
+		if (wire_get(m, "after") != NULL &&
+		    wire_get_u64(m, "after", &after) == -1)
+			after = n; /* malformed: bad_cid */
+		relay_on_msg_after(
+		    r, now, m->from, addr, port, m->to, m->body, n, after);
 		break;
 	case WK_ACK:
 		if (wire_get_u64(m, "id", &n) == -1) {
@@ -691,14 +745,50 @@ send_need(struct server *s, int64_t now)
 	c->ack_due = false;
 }
 
+/*
+ * Applies one replicated op.  Returns false when the ops after it in
+ * the same datagram cannot follow (a gap, a divergence, garbage).
+ */
+static bool
+repl_apply(struct server *s, const char *text, size_t len, int64_t now)
+{
+	struct chat *c = &s->chat;
+	struct relay_op op;
+	enum relay_err e;
+
+	if (relay_op_parse(&op, text, len) == -1) {
+		c->client_bad++;
+		return false;
+	}
+	e = relay_apply(&c->relay, &op);
+	relay_drain(&c->relay);
+	switch (e) {
+	case RELAY_OK:
+		journal_op(c, text, len);
+		if (log_append(c, op.version, c->relay.hash, text, len) == -1)
+			log_clear(c); /* out of memory: the log is a cache */
+		if (op.type != ROP_MSG && op.type != ROP_ACK)
+			users_changed(c, now);
+		return true;
+	case RELAY_EOLD:
+		return true; /* sent again: had it */
+	case RELAY_EDIVERGED:
+		log_warnx("replica diverged at op %llu: asking for a snapshot",
+		    (unsigned long long)op.version);
+		c->want_snap = true;
+		return false;
+	default:
+		return false; /* a gap: our need says where we are */
+	}
+}
+
 void
 chat_on_repl(struct server *s, const struct member *from,
     const struct wire_msg *m, int64_t now)
 {
 	struct chat *c = &s->chat;
-	struct relay_op op;
-	enum relay_err e;
-	size_t len = strlen(m->body);
+	const char *op = m->body, *sep;
+	uint64_t n = 1, k;
 
 	if (!from_leader(s, from, m))
 		return;
@@ -709,24 +799,22 @@ chat_on_repl(struct server *s, const struct member *from,
 			send_need(s, now);
 		return;
 	}
-	if (relay_op_parse(&op, m->body, len) == -1) {
+	/* n ops separated by CHAT_REPL_SEP; no n: one op (older leaders). */
+	if (wire_get(m, "n") != NULL &&
+	    (wire_get_u64(m, "n", &n) == -1 || n == 0)) {
 		c->client_bad++;
 		return;
 	}
-	e = relay_apply(&c->relay, &op);
-	relay_drain(&c->relay);
-	if (e == RELAY_OK) {
-		journal_op(c, m->body, len);
-		if (log_append(c, op.version, c->relay.hash, m->body, len) ==
-		    -1)
-			log_clear(c); /* out of memory: the log is a cache */
-		if (op.type != ROP_MSG && op.type != ROP_ACK)
-			users_changed(c, now);
-	}
-	if (e == RELAY_EDIVERGED) {
-		log_warnx("replica diverged at op %llu: asking for a snapshot",
-		    (unsigned long long)op.version);
-		c->want_snap = true;
+	for (k = 0; k < n; k++) {
+		sep = strchr(op, CHAT_REPL_SEP);
+		if ((sep == NULL) != (k == n - 1)) {
+			c->client_bad++; /* not n ops */
+			break;
+		}
+		if (!repl_apply(s, op,
+			sep != NULL ? (size_t)(sep - op) : strlen(op), now))
+			break;
+		op = sep + 1;
 	}
 	/* Acknowledged once the journal is synced (chat_tick). */
 	c->ack_due = true;
@@ -1069,8 +1157,13 @@ chat_on_need(struct server *s, const struct member *from,
 		if (p->snapping)
 			send_snapshot_window(s, from, p, false, now);
 		return;
-	} else {
+	} else if (have > p->acked) {
+		/* Progress: the resend clock starts again. */
+		p->resend_ms = now + CHAT_RESEND_MS;
 		p->acked = have;
+		c->repl_pending = true; /* the pipeline may move on */
+	} else if (have < p->acked) {
+		p->acked = p->sent = have; /* it restarted with less */
 	}
 	release_waits(s, now);
 	if (p->acked < c->relay.version && now >= p->resend_ms)
@@ -1158,6 +1251,7 @@ chat_tick(struct server *s, int64_t now)
 {
 	struct chat *c = &s->chat;
 	const struct member *m;
+	struct store_error err;
 	struct chat_peer *p;
 	size_t i;
 
@@ -1170,8 +1264,13 @@ chat_tick(struct server *s, int64_t now)
 	if (!c->leader && c->ack_due)
 		journal_sync(s);
 	if (c->leader) {
-		relay_tick(&c->relay, now);
-		chat_flush(s, now);
+		/* Only when due: relay_tick walks every online user. */
+		if (now >= relay_next_deadline(&c->relay)) {
+			relay_tick(&c->relay, now);
+			chat_flush(s, now);
+		}
+		if (c->repl_pending)
+			flush_repl(s, now);
 		i = 0;
 		while ((p = next_backup(s, &i, &m)) != NULL) {
 			if (p->merging) {
@@ -1189,6 +1288,9 @@ chat_tick(struct server *s, int64_t now)
 	}
 	if (c->users_dirty && now >= c->users_write_ms)
 		users_write(s);
+	/* This wake-up's ops in one write (a backup's are synced above). */
+	if (store_journal_flush(&c->journal, &err) == -1)
+		journal_failed(c, &err);
 	if (c->journal.fd != -1 && c->journal.bytes > JOURNAL_COMPACT_BYTES &&
 	    !c->want_snap)
 		journal_reset(c);
@@ -1202,6 +1304,8 @@ chat_next_deadline(const struct server *s)
 	size_t i;
 
 	if (c->leader) {
+		if (c->repl_pending)
+			return 0; /* at once */
 		if ((x = relay_next_deadline(&c->relay)) < d)
 			d = x;
 		for (i = 0; i < RING_MAX; i++) {

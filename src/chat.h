@@ -17,21 +17,32 @@
  * The leader runs the relay (src/relay.c) and replicates every op to
  * the live backups before a message is acknowledged to its sender:
  *
- *   leader --repl(v, op)--> backup      applied in version order
+ *   leader --repl(v, n, ops)--> backup  n ops from version v, applied
+ *                                       in version order
  *   leader <--need(have)--- backup      cumulative: "I have 1..have"
  *   leader --snap(off, total, chunk)--> a new, lagging or diverged
  *                                       backup (chunked, windowed)
  *
- * A backup that follows a new leader asks it for a snapshot first, so
- * replicas never keep ops a new leader does not have.
+ * A backup that follows a new leader tells it its version and history
+ * digest first (hello), so replicas never keep ops a new leader does
+ * not have.  Ops are pipelined: each wake-up sends every backup the ops
+ * it was not sent yet, batched, up to CHAT_PIPE_MAX beyond what it
+ * acknowledged; no progress for CHAT_RESEND_MS sends again from the
+ * acknowledged version (go-back-N).
  */
 
 #define CHAT_LOG_MAX	 4096 /* ops kept to resend to a lagging backup */
 #define CHAT_SNAP_CHUNK	 400  /* raw snapshot bytes per snap datagram */
 #define CHAT_SNAP_WINDOW 64   /* chunks in flight per backup */
 #define CHAT_RESEND_MS	 50   /* unacknowledged ops or chunks go again */
-#define CHAT_OP_WINDOW	 64   /* ops sent per resend */
-#define CHAT_SNAP_MAX	 (64u << 20)
+#define CHAT_OP_WINDOW	 256  /* ops sent again per resend */
+#define CHAT_PIPE_MAX	 (CHAT_LOG_MAX / 2) /* ops in flight per backup */
+/* Separates the ops of one repl datagram: never in an op's text. */
+#define CHAT_REPL_SEP '\x1e'
+/* Bytes of escaped ops per repl datagram: the rest of WIRE_MAX is the
+ * kind, two UUIDs and the epoch, v and n fields. */
+#define CHAT_REPL_BYTES 1280
+#define CHAT_SNAP_MAX	(64u << 20)
 
 struct server;
 struct member;
@@ -47,6 +58,7 @@ struct chat_peer {
 	bool used;
 	struct uuid uuid;
 	uint64_t acked;	   /* the backup has ops 1..acked */
+	uint64_t sent;	   /* ops acked+1..sent are on their way */
 	int64_t resend_ms; /* when unacknowledged ops go again */
 	bool snapping;	   /* a snapshot is on its way to it */
 	char *snap;
@@ -79,6 +91,7 @@ struct chat {
 	/* leader: accepted messages waiting for the backups, by version */
 	struct chat_wait *wait;
 	size_t wait_head, nwait, capwait;
+	bool repl_pending; /* new ops for the backups: sent by chat_tick */
 	/* backup: a new leader is told our version and digest (hello) */
 	bool hello;
 	bool ack_due; /* a need goes once the journal is synced */

@@ -66,6 +66,7 @@ static const struct {
     {"full", "a limit of the server or this client was reached"},
     {"busy", "the server is short of memory: try again"},
     {"backlog", "a recipient is slow to acknowledge: sent again shortly"},
+    {"order", "an earlier message goes first: sent again shortly"},
     {"renamed", "the name was taken twice across a partition: renamed"},
     {"not_leader", "the server is not the leader"},
     {"unsupported", "the server does not relay chat"},
@@ -312,6 +313,9 @@ msg_send(struct client *c, int64_t now, struct client_pending *p)
 
 	wire_init(&m, WK_MSG, p->to, p->body, c->user);
 	(void)wire_add_u64(&m, "cid", p->cid);
+	/* The open message before it goes first (docs/RELAY.md). */
+	if (p > c->pend)
+		(void)wire_add_u64(&m, "after", p[-1].cid);
 	to_leader(c, &m);
 	if (p->r.attempts > 0)
 		c->resends++;
@@ -593,7 +597,8 @@ on_session_error(struct client *c, int64_t now, enum wire_kind re,
 	struct client_leader hint;
 	size_t i;
 
-	if (strcmp(code, "busy") == 0 || strcmp(code, "backlog") == 0) {
+	if (strcmp(code, "busy") == 0 || strcmp(code, "backlog") == 0 ||
+	    strcmp(code, "order") == 0) {
 		/*
 		 * Alive but short of memory, or a recipient is behind: not a
 		 * reason to fail over; what is pending goes again.

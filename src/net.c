@@ -15,6 +15,8 @@
 
 #include "net.h"
 
+#define NET_RCVBUF (4 << 20)
+
 int
 net_iface_lookup(
     const char *name, struct net_iface *ifc, char *err, size_t errsz)
@@ -78,7 +80,7 @@ int
 net_udp_socket(struct in_addr addr, uint16_t port, bool reuse, bool bcast)
 {
 	struct sockaddr_in sin;
-	int fd, on = 1, saved;
+	int fd, on = 1, saved, rcvbuf = NET_RCVBUF;
 
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
@@ -95,6 +97,8 @@ net_udp_socket(struct in_addr addr, uint16_t port, bool reuse, bool bcast)
 	sin.sin_port = htons(port);
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1)
 		goto fail;
+	/* Room for a burst from many clients; capped by rmem_max. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	return fd;
 fail:
 	saved = errno;

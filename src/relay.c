@@ -128,6 +128,7 @@ static const char *const err_codes[RELAY_NERR] = {
     [RELAY_ESNAPSHOT] = "bad_snapshot",
     [RELAY_ERENAMED] = "renamed",
     [RELAY_EBACKLOG] = "backlog",
+    [RELAY_EORDER] = "order",
 };
 
 static const char *const event_names[] = {
@@ -1833,6 +1834,14 @@ enum relay_err
 relay_on_msg(struct relay *r, int64_t now, const char *from, const char *addr,
     uint16_t port, const char *to, const char *body, uint64_t cid)
 {
+	return relay_on_msg_after(r, now, from, addr, port, to, body, cid, 0);
+}
+
+enum relay_err
+relay_on_msg_after(struct relay *r, int64_t now, const char *from,
+    const char *addr, uint16_t port, const char *to, const char *body,
+    uint64_t cid, uint64_t after)
+{
 	struct relay_msg *m = NULL;
 	struct relay_user *s;
 	struct relay_out *o;
@@ -1847,7 +1856,7 @@ relay_on_msg(struct relay *r, int64_t now, const char *from, const char *addr,
 	    (e = req_auth(r, now, WK_MSG, from, addr, port, &si)) != RELAY_OK)
 		return e;
 	s = &r->users[si];
-	if (cid == 0)
+	if (cid == 0 || after >= cid)
 		return msg_refuse(r, RELAY_EBAD_CID, from, addr, port, cid);
 	switch (cid_state(s, cid, &dupid)) {
 	case CID_STALE:
@@ -1868,6 +1877,12 @@ relay_on_msg(struct relay *r, int64_t now, const char *from, const char *addr,
 	case CID_NEW:
 		break;
 	}
+	/*
+	 * Sender order: its previous message first.  Below the window it
+	 * was accepted long ago (a client keeps fewer open than the window).
+	 */
+	if (after != 0 && cid_state(s, after, &dupid) == CID_NEW)
+		return msg_refuse(r, RELAY_EORDER, from, addr, port, cid);
 	/* strnlen stops one past the limit: longer is too long either way. */
 	bodylen = body == NULL ? 0 : strnlen(body, RELAY_BODY_MAX + 1);
 	if ((e = body_check(body, bodylen)) != RELAY_OK)

@@ -64,6 +64,7 @@ enum relay_err {
 	RELAY_ESNAPSHOT,       /* malformed or corrupt snapshot */
 	RELAY_ERENAMED,	       /* renamed: name also registered elsewhere */
 	RELAY_EBACKLOG, /* backlog: an online recipient's queue is full */
+	RELAY_EORDER,	/* order: the sender's previous message comes first */
 	RELAY_NERR
 };
 
@@ -269,6 +270,15 @@ enum relay_err relay_on_alive(struct relay *, int64_t now_ms, const char *from,
 enum relay_err
 relay_on_msg(struct relay *, int64_t now_ms, const char *from, const char *addr,
     uint16_t port, const char *to, const char *body, uint64_t cid);
+/*
+ * The same, in the sender's order: `after` (0: none) is the cid of the
+ * sender's previous message that is still to be delivered.  Until that
+ * one is accepted this one is refused with order (nothing accepted: the
+ * client sends it again), so a resend never lets a later message pass.
+ */
+enum relay_err relay_on_msg_after(struct relay *, int64_t now_ms,
+    const char *from, const char *addr, uint16_t port, const char *to,
+    const char *body, uint64_t cid, uint64_t after);
 /* A recipient's ack of delivery id.  Never answered. */
 enum relay_err relay_on_ack(struct relay *, int64_t now_ms, const char *from,
     const char *addr, uint16_t port, uint64_t id);

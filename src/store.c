@@ -1392,6 +1392,11 @@ fail:
 /* ---- chat journal ---------------------------------------------------- */
 
 #define JOURNAL_LINE_MAX 4096
+/*
+ * A message may hold newlines; an op never holds this control byte, so
+ * in chat.log a newline of an op is written as it, one line per op.
+ */
+#define JOURNAL_NL '\x1f'
 
 uint64_t
 store_fnv64(const void *data, size_t n)
@@ -1463,7 +1468,7 @@ store_journal_load(const char *dir, store_journal_cb snap_cb,
 {
 	char logp[PATH_MAX], snapp[PATH_MAX], *log = NULL, *snap = NULL;
 	const char *p, *end, *nl, *text;
-	size_t loglen = 0, snaplen = 0, line = 0, tlen;
+	size_t loglen = 0, snaplen = 0, line = 0, tlen, i;
 	int rs, rl, rv = -1;
 
 	*torn = false;
@@ -1502,6 +1507,10 @@ store_journal_load(const char *dir, store_journal_cb snap_cb,
 			*torn = true;
 			break;
 		}
+		for (i = (size_t)(text - log); i < (size_t)(text - log) + tlen;
+		     i++)
+			if (log[i] == JOURNAL_NL)
+				log[i] = '\n';
 		if (op_cb(arg, text, tlen, err) == -1) {
 			journal_where(err, logp, line);
 			goto out;
@@ -1561,37 +1570,65 @@ store_journal_open(struct store_journal *j, const char *dir, bool truncate_torn,
 	return 0;
 }
 
+static int
+journal_write(struct store_journal *j, struct store_error *err)
+{
+	size_t off = 0;
+	ssize_t w;
+
+	while (off < j->wlen) {
+		w = write(j->fd, j->wbuf + off, j->wlen - off);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			/* What was written stays; the rest goes next time. */
+			memmove(j->wbuf, j->wbuf + off, j->wlen - off);
+			j->wlen -= off;
+			return seterr(err, "%s: write: %s", j->log_path,
+			    w == 0 ? "short write" : strerror(errno));
+		}
+		off += (size_t)w;
+	}
+	j->wlen = 0;
+	return 0;
+}
+
 int
 store_journal_append(struct store_journal *j, const char *text, size_t len,
     struct store_error *err)
 {
-	char line[JOURNAL_LINE_MAX + 2];
-	size_t n, off = 0;
-	ssize_t w;
+	char *line;
+	size_t n = len + 18, i;
 
 	if (j->fd == -1)
 		return seterr(err, "chat journal: not open");
-	if (len == 0 || len + 18 > JOURNAL_LINE_MAX || memchr(text, '\n', len))
+	if (len == 0 || n > JOURNAL_LINE_MAX || memchr(text, JOURNAL_NL, len))
 		return seterr(err, "%s: op of %zu bytes cannot be journaled",
 		    j->log_path, len);
-	(void)snprintf(line, sizeof(line), "%016llx ",
-	    (unsigned long long)store_fnv64(text, len));
+	if (j->wlen + n > sizeof(j->wbuf) && journal_write(j, err) == -1)
+		return -1;
+	line = j->wbuf + j->wlen;
 	memcpy(line + 17, text, len);
-	line[17 + len] = '\n';
-	n = 18 + len;
-	while (off < n) {
-		w = write(j->fd, line + off, n - off);
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return seterr(err, "%s: write: %s", j->log_path,
-			    w == 0 ? "short write" : strerror(errno));
-		off += (size_t)w;
-	}
+	for (i = 17; i < n - 1; i++)
+		if (line[i] == '\n')
+			line[i] = JOURNAL_NL;
+	(void)snprintf(line, 17, "%016llx",
+	    (unsigned long long)store_fnv64(line + 17, len));
+	line[16] = ' ';
+	line[n - 1] = '\n';
+	j->wlen += n;
 	j->ops++;
 	j->bytes += n;
 	j->dirty = true;
 	return 0;
+}
+
+int
+store_journal_flush(struct store_journal *j, struct store_error *err)
+{
+	if (j->fd == -1 || j->wlen == 0)
+		return 0;
+	return journal_write(j, err);
 }
 
 int
@@ -1601,6 +1638,8 @@ store_journal_sync(struct store_journal *j, struct store_error *err)
 
 	if (j->fd == -1 || !j->dirty)
 		return 0;
+	if (journal_write(j, err) == -1)
+		return -1;
 	(void)clock_gettime(CLOCK_MONOTONIC, &a);
 	if (fdatasync(j->fd) == -1)
 		return seterr(
@@ -1621,6 +1660,7 @@ store_journal_reset(struct store_journal *j, const char *snap, size_t len,
 		return seterr(err, "chat journal: not open");
 	if (store_write_atomic(j->snap_path, snap, len, err) == -1)
 		return -1;
+	j->wlen = 0; /* the snapshot holds those ops */
 	if (ftruncate(j->fd, 0) == -1 || fdatasync(j->fd) == -1)
 		return seterr(
 		    err, "%s: truncate: %s", j->log_path, strerror(errno));
@@ -1634,8 +1674,12 @@ store_journal_reset(struct store_journal *j, const char *snap, size_t len,
 void
 store_journal_close(struct store_journal *j)
 {
-	if (j->fd != -1)
+	struct store_error err;
+
+	if (j->fd != -1) {
+		(void)store_journal_flush(j, &err);
 		(void)close(j->fd);
+	}
 	j->fd = -1;
 }
 

@@ -110,8 +110,13 @@ char *store_format_users(
  * durable by store_journal_sync (fdatasync), which the daemon calls
  * before it acknowledges them.
  */
+#define STORE_JOURNAL_BUF (64u << 10) /* appended lines kept before a write */
+
 struct store_journal {
 	int fd; /* chat.log, O_APPEND; -1 when closed */
+	/* appended lines not written yet: one write(2) per wake-up */
+	char wbuf[STORE_JOURNAL_BUF];
+	size_t wlen;
 	char log_path[PATH_MAX];
 	char snap_path[PATH_MAX];
 	uint64_t ops;	/* lines in chat.log */
@@ -143,9 +148,15 @@ int store_journal_load(const char *dir, store_journal_cb snap_cb,
  */
 int store_journal_open(struct store_journal *, const char *dir,
     bool truncate_torn, struct store_error *);
+/*
+ * Adds an op as one line (a newline of the op is written as 0x1f, which
+ * no op holds).  The line is buffered: store_journal_flush writes it.
+ */
 int store_journal_append(
     struct store_journal *, const char *text, size_t len, struct store_error *);
-/* fdatasync when something was written since the last one. */
+/* Writes the buffered lines (into the page cache: not durable yet). */
+int store_journal_flush(struct store_journal *, struct store_error *);
+/* Flushes, then fdatasync when something was written since the last. */
 int store_journal_sync(struct store_journal *, struct store_error *);
 /*
  * Replaces the journal by a snapshot: chat.snap written atomically, then
@@ -154,6 +165,7 @@ int store_journal_sync(struct store_journal *, struct store_error *);
  */
 int store_journal_reset(
     struct store_journal *, const char *snap, size_t len, struct store_error *);
+/* Flushes (errors ignored: the caller synced what mattered) and closes. */
 void store_journal_close(struct store_journal *);
 
 /* FNV-1a 64: the checksum of journal lines and snapshots. */

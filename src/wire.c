@@ -275,6 +275,16 @@ wbuf_str(struct wbuf *w, const char *s, int escape)
 	}
 }
 
+size_t
+wire_escaped_len(const char *s, size_t n)
+{
+	size_t i, len = 0;
+
+	for (i = 0; i < n; i++)
+		len += must_escape((unsigned char)s[i]) ? 3 : 1;
+	return len;
+}
+
 static void
 wbuf_msg(struct wbuf *w, const struct wire_msg *m)
 {

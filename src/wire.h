@@ -114,6 +114,9 @@ wire_encode(const struct wire_msg *, char *out, size_t outsz, size_t *len);
  */
 enum wire_err wire_decode(struct wire_msg *m, const void *data, size_t len);
 
+/* Bytes the n bytes of s take in a field once escaped. */
+size_t wire_escaped_len(const char *s, size_t n);
+
 /* Extension lookup: NULL when absent. */
 const char *wire_get(const struct wire_msg *, const char *key);
 /* Strict decimal parse of an extension: -1 when absent or malformed. */

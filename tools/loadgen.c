@@ -461,6 +461,7 @@ put_msg(struct lg_user *u, const struct lg_slot *s, int64_t now)
 	char body[WIRE_MAX], to[LG_NAME_MAX];
 	size_t idx = (size_t)(u - g.u), n;
 	struct wire_msg m;
+	uint64_t a;
 
 	n = (size_t)snprintf(body, sizeof(body), "g%u ", s->g);
 	if ((int)n < g.body_size) {
@@ -485,6 +486,15 @@ put_msg(struct lg_user *u, const struct lg_slot *s, int64_t now)
 	}
 	wire_init(&m, WK_MSG, to, body, u->name);
 	wire_add_u64(&m, "cid", s->cid);
+	/* As ringchat: the previous open message must be accepted first. */
+	for (a = s->cid; g.mode != M_RAW && a-- > u->base_cid;) {
+		const struct lg_slot *p = &u->slot[a % LG_CID_SLOTS];
+
+		if (p->used && p->cid == a) {
+			wire_add_u64(&m, "after", a);
+			break;
+		}
+	}
 	queue_msg(u->fd, &m);
 	u->last_tx = now;
 }
@@ -614,7 +624,8 @@ on_msg_answer(struct lg_user *u, const struct wire_msg *m, bool ok,
 		return; /* an answer to a resend already answered */
 	r = &g.msg[s->g];
 	if (!ok &&
-	    (strcmp(code, "backlog") == 0 || strcmp(code, "busy") == 0)) {
+	    (strcmp(code, "backlog") == 0 || strcmp(code, "busy") == 0 ||
+		strcmp(code, "order") == 0)) {
 		/* Nothing accepted: the same cid again shortly, as ringchat. */
 		g.retried++;
 		s->gap = LG_RETRY_MS * NS_PER_MS;

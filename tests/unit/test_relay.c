@@ -1315,6 +1315,85 @@ queue_should_be_bounded_per_user(void **state)
 }
 
 static void
+backlog_should_refuse_without_losing_then_accept_the_same_cid(void **state)
+{
+	struct relay_cfg c = cfg_default();
+	struct relay_user_info ui;
+	struct relay r;
+
+	(void)state;
+	c.queue_max = 2;
+	trio(&r, &c);
+	/* bob is online but does not acknowledge: his queue fills */
+	send_ok(&r, 0, "bob", "one", 1);
+	send_ok(&r, 0, "bob", "two", 2);
+	relay_drain(&r);
+	assert_int_equal(relay_user_get(&r, "bob", &ui), 0);
+	assert_int_equal(ui.queued, 2);
+	/* the third is told to come again: nothing accepted */
+	assert_int_equal(
+	    relay_on_msg(&r, 10, "alice", A_ADDR, PORT, "bob", "three", 3),
+	    RELAY_EBACKLOG);
+	assert_int_equal(find_reply(&r, "alice")->err, RELAY_EBACKLOG);
+	assert_true(find_reply(&r, "alice")->has_cid);
+	assert_int_equal(find_reply(&r, "alice")->cid, 3);
+	assert_int_equal(count_type(&r, RO_REPLICATE), 0);
+	relay_drain(&r);
+	/* bob catches up: the same cid is accepted */
+	assert_int_equal(
+	    relay_on_ack(&r, 30, "bob", B_ADDR, PORT, 1), RELAY_OK);
+	relay_drain(&r);
+	send_ok(&r, 50, "bob", "three", 3);
+	relay_free(&r);
+}
+
+static void
+order_should_keep_a_later_message_from_passing_an_earlier_one(void **state)
+{
+	struct relay r;
+
+	(void)state;
+	trio(&r, NULL);
+	send_ok(&r, 0, "bob", "one", 1);
+	relay_drain(&r);
+	/* 2 was lost on its way; 3 (after 2) must wait for it */
+	assert_int_equal(relay_on_msg_after(&r, 10, "alice", A_ADDR, PORT,
+			     "carol", "three", 3, 2),
+	    RELAY_EORDER);
+	assert_int_equal(find_reply(&r, "alice")->err, RELAY_EORDER);
+	assert_int_equal(find_reply(&r, "alice")->cid, 3);
+	assert_int_equal(count_type(&r, RO_REPLICATE), 0);
+	relay_drain(&r);
+	/* 2 arrives (after 1, accepted), then 3 again */
+	assert_int_equal(relay_on_msg_after(
+			     &r, 20, "alice", A_ADDR, PORT, "bob", "two", 2, 1),
+	    RELAY_OK);
+	relay_drain(&r);
+	assert_int_equal(relay_on_msg_after(&r, 30, "alice", A_ADDR, PORT,
+			     "carol", "three", 3, 2),
+	    RELAY_OK);
+	relay_drain(&r);
+	/* after a cid refused for good, the client names an earlier one */
+	assert_int_equal(relay_on_msg_after(&r, 40, "alice", A_ADDR, PORT,
+			     "nobody", "four", 4, 3),
+	    RELAY_EUNKNOWN_USER);
+	relay_drain(&r);
+	assert_int_equal(relay_on_msg_after(&r, 50, "alice", A_ADDR, PORT,
+			     "bob", "five", 5, 3),
+	    RELAY_OK);
+	relay_drain(&r);
+	/* after must be an earlier cid */
+	assert_int_equal(relay_on_msg_after(
+			     &r, 60, "alice", A_ADDR, PORT, "bob", "six", 6, 6),
+	    RELAY_EBAD_CID);
+	/* other senders are not held by alice's order */
+	assert_int_equal(
+	    relay_on_msg(&r, 70, "carol", C_ADDR, PORT, "alice", "hi", 1),
+	    RELAY_OK);
+	relay_free(&r);
+}
+
+static void
 message_memory_budget_should_answer_full(void **state)
 {
 	struct relay_cfg c = cfg_default();
@@ -2449,6 +2528,10 @@ main(void)
 	    cmocka_unit_test(
 		offline_recipient_should_get_queued_messages_on_login_in_order),
 	    cmocka_unit_test(queue_should_be_bounded_per_user),
+	    cmocka_unit_test(
+		backlog_should_refuse_without_losing_then_accept_the_same_cid),
+	    cmocka_unit_test(
+		order_should_keep_a_later_message_from_passing_an_earlier_one),
 	    cmocka_unit_test(message_memory_budget_should_answer_full),
 	    cmocka_unit_test(
 		join_should_create_a_room_and_the_last_part_should_delete_it),

@@ -1568,16 +1568,23 @@ journal_should_give_back_the_snapshot_then_the_ops_in_order(void **state)
 	assert_int_equal(store_journal_sync(&jn, &err), 0);
 	assert_int_equal(jn.syncs, 1);
 	assert_int_equal(jn.ops, 2);
-	/* a newline would make two lines of one op: refused */
-	assert_int_equal(store_journal_append(&jn, "a\nb", 3, &err), -1);
+	/* a message's newlines stay inside its op's one line */
+	assert_int_equal(store_journal_append(&jn, "msg a\nb\n", 8, &err), 0);
+	/* the byte that stands for them cannot be in an op */
+	assert_int_equal(store_journal_append(&jn,
+			     "a\x1f"
+			     "b",
+			     3, &err),
+	    -1);
 	store_journal_close(&jn);
 	assert_int_equal(
 	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), 0);
 	assert_false(torn);
 	assert_string_equal(j.snap, "SNAP");
-	assert_int_equal(j.nops, 2);
+	assert_int_equal(j.nops, 3);
 	assert_string_equal(j.ops[0], "op two");
 	assert_string_equal(j.ops[1], "op three");
+	assert_string_equal(j.ops[2], "msg a\nb\n");
 	assert_int_equal(count_temps(dir), 0);
 }
 
