@@ -27,10 +27,24 @@ struct client_req {
 	struct client_retry r;
 };
 
-/* A room, "*", or the other user of a direct conversation. */
+/* A delivery shown: its id and a digest of its sender and text. */
+struct client_seen {
+	uint64_t id, digest;
+};
+
+/*
+ * A room, "*", or the other user of a direct conversation, with the last
+ * CLIENT_SEEN_MAX deliveries shown in it.  A repeat is the same id with
+ * the same sender and text.  The id alone is not enough: within one
+ * leader's lineage ids only grow in a stream, but after a partition heals
+ * the two sides' ids overlap, so a lower id than one shown may be a
+ * message of the other side, never shown.
+ */
 struct client_stream {
 	char key[ROOM_NAME_MAX];
-	uint64_t hi; /* the highest id shown */
+	uint64_t used;		  /* c->delivered when it last showed one */
+	struct client_seen *seen; /* grows to CLIENT_SEEN_MAX, then a ring */
+	uint32_t nseen, cap, next;
 };
 
 static const char *const state_names[] = {
@@ -524,14 +538,71 @@ stream_get(struct client *c, const char *key)
 		s = &c->streams[i];
 		if (strcmp(s->key, key) == 0)
 			return s;
-		if (low == NULL || s->hi < low->hi)
+		if (low == NULL || s->used < low->used)
 			low = s;
 	}
-	/* Full: forget the stream quiet for longest (lowest ids). */
+	/* Full: forget the stream quiet for longest (its buffer is kept). */
 	s = c->nstreams < CLIENT_STREAMS_MAX ? &c->streams[c->nstreams++] : low;
 	(void)strlcpy(s->key, key, sizeof(s->key));
-	s->hi = 0;
+	s->used = c->delivered;
+	s->nseen = s->next = 0;
 	return s;
+}
+
+/* FNV-1a of the sender, a NUL and the text: what a repeat has the same. */
+static uint64_t
+delivery_digest(const char *from, const char *text)
+{
+	char buf[USER_NAME_MAX + WIRE_MAX + 1];
+	size_t f = strlen(from) + 1, t = strlen(text);
+
+	/* both come from one decoded datagram, checked by the caller */
+	if (f > USER_NAME_MAX || t > WIRE_MAX)
+		return 0;
+	memcpy(buf, from, f);
+	memcpy(buf + f, text, t);
+	return store_fnv64(buf, f + t);
+}
+
+static bool
+stream_has(const struct client_stream *s, uint64_t id, uint64_t digest)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->nseen; i++)
+		if (s->seen[i].id == id && s->seen[i].digest == digest)
+			return true;
+	return false;
+}
+
+/*
+ * Remembers a delivery shown; past CLIENT_SEEN_MAX it replaces the
+ * oldest.  Short of memory it replaces the oldest sooner: a repeat may
+ * then be shown twice, nothing is lost.
+ */
+static void
+stream_remember(struct client_stream *s, uint64_t id, uint64_t digest)
+{
+	struct client_seen *p;
+	uint32_t cap;
+
+	if (s->nseen == s->cap && s->cap < CLIENT_SEEN_MAX) {
+		cap = s->cap == 0 ? 8 : 2 * s->cap;
+		if (cap > CLIENT_SEEN_MAX)
+			cap = CLIENT_SEEN_MAX;
+		if ((p = reallocarray(s->seen, cap, sizeof(*p))) != NULL) {
+			s->seen = p;
+			s->cap = cap;
+		}
+	}
+	if (s->cap == 0)
+		return;
+	if (s->nseen < s->cap) {
+		s->seen[s->nseen++] = (struct client_seen){id, digest};
+		return;
+	}
+	s->seen[s->next] = (struct client_seen){id, digest};
+	s->next = (s->next + 1) % s->cap;
 }
 
 static void
@@ -541,7 +612,7 @@ on_delivery(
 	struct client_stream *s;
 	struct client_out *o;
 	struct wire_msg ack;
-	uint64_t id, seq;
+	uint64_t id, seq, digest;
 	const char *key;
 
 	/*
@@ -563,12 +634,13 @@ on_delivery(
 
 	key = m->to[0] == '#' || strcmp(m->to, "*") == 0 ? m->to : m->from;
 	s = stream_get(c, key);
-	if (id <= s->hi) {
+	digest = delivery_digest(m->from, m->body);
+	if (stream_has(s, id, digest)) {
 		c->duplicates++;
 		return;
 	}
-	s->hi = id;
-	c->delivered++;
+	stream_remember(s, id, digest);
+	s->used = ++c->delivered;
 	if ((o = emit(c, CE_MESSAGE, m->body)) == NULL)
 		return;
 	o->id = id;
@@ -1404,6 +1476,8 @@ client_free(struct client *c)
 	client_drain(c);
 	free(c->pend);
 	free(c->req);
+	for (i = 0; i < c->nstreams; i++)
+		free(c->streams[i].seen);
 	free(c->streams);
 	free(c->out);
 	memset(c, 0, sizeof(*c));

@@ -43,6 +43,12 @@
 #define CLIENT_ROOMS_MAX    USER_ROOMS_MAX
 #define CLIENT_PARTS_MAX    4096 /* chunks of one list answer */
 #define CLIENT_CODE_MAX	    32	 /* an error code, NUL included */
+/*
+ * Deliveries remembered per stream against repeats: the relay sends again
+ * only what is still queued for us, at most its queue_max (128, all
+ * streams together, docs/RELAY.md), or a room's history on a join (100).
+ */
+#define CLIENT_SEEN_MAX 128
 
 enum client_state {
 	CS_IDLE,      /* not started */
@@ -131,7 +137,7 @@ struct client_retry {
 
 struct client_pending; /* a message until its ok */
 struct client_req;     /* a join, part or list request */
-struct client_stream;  /* the highest id shown per stream */
+struct client_stream;  /* the deliveries last shown per stream */
 
 /* All state; the fields are private to client.c apart from cfg and out. */
 struct client {

@@ -81,8 +81,11 @@ void
 hb_follower_on_probeack(
     struct hb_follower *f, int64_t now_ms, uint64_t probe_id)
 {
-	/* a late answer to an old probe proves nothing about now */
-	if (f->state != HB_SUSPECT || probe_id != f->probe_id)
+	/*
+	 * A late answer to an old probe proves nothing about now; id 0 is
+	 * never a suspicion's (it answers a liveness probe, hb_revive).
+	 */
+	if (f->state != HB_SUSPECT || probe_id == 0 || probe_id != f->probe_id)
 		return;
 	hb_follower_alive(f, now_ms);
 }
@@ -101,7 +104,8 @@ hb_follower_tick(struct hb_follower *f, int64_t now_ms)
 		f->state = HB_SUSPECT;
 		f->suspect_since_ms = now_ms;
 		f->suspicions++;
-		f->probe_id++;
+		if (++f->probe_id == 0) /* 0 is the liveness probes' id */
+			f->probe_id = 1;
 		f->probes_sent = 1;
 		f->next_probe_ms = now_ms + step;
 		return HB_PROBE;
@@ -246,5 +250,58 @@ hb_leader_reap(const struct hb_leader *l, struct ring *r, int64_t now_ms,
 		if (ring_set_alive(r, &m->uuid, false) == 1)
 			dead[k++] = m->uuid;
 	}
+	return k;
+}
+
+void
+hb_revive_init(struct hb_revive *v, const struct hb_cfg *cfg)
+{
+	memset(v, 0, sizeof(*v));
+	v->cfg = *cfg;
+	hb_cfg_sanitize(&v->cfg);
+	v->active = false;
+	v->next_round_ms = INT64_MAX;
+}
+
+void
+hb_revive_start(struct hb_revive *v, int64_t now_ms)
+{
+	if (v->active)
+		return;
+	v->active = true;
+	v->next_round_ms = now_ms;
+}
+
+void
+hb_revive_stop(struct hb_revive *v)
+{
+	v->active = false;
+	v->next_round_ms = INT64_MAX;
+}
+
+bool
+hb_revive_tick(struct hb_revive *v, int64_t now_ms)
+{
+	if (!v->active || now_ms < v->next_round_ms)
+		return false;
+	hb_advance(&v->next_round_ms, v->cfg.dead_retry_ms, now_ms);
+	v->rounds++;
+	return true;
+}
+
+int64_t
+hb_revive_next_deadline(const struct hb_revive *v)
+{
+	return v->active ? v->next_round_ms : INT64_MAX;
+}
+
+size_t
+hb_revive_targets(const struct ring *r, struct uuid *out, size_t max)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < r->n && k < max; i++)
+		if (!r->m[i].alive && uuid_cmp(&r->m[i].uuid, &r->self) != 0)
+			out[k++] = r->m[i].uuid;
 	return k;
 }

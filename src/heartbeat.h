@@ -42,7 +42,8 @@ struct hb_follower {
 	int64_t suspect_since_ms;
 	int64_t next_probe_ms;
 	int probes_sent;
-	uint64_t probe_id; /* of the last suspicion; may be seeded after init */
+	uint64_t probe_id;   /* of the last suspicion, never 0; may be seeded
+				after init */
 	uint64_t suspicions; /* times the leader became suspect */
 	uint64_t refuted;    /* suspicions cleared (a beat or a probe answer) */
 };
@@ -53,7 +54,7 @@ void hb_follower_watch(struct hb_follower *, int64_t now_ms);
 /* Stops watching (we are leader, or electing). */
 void hb_follower_stop(struct hb_follower *);
 void hb_follower_on_beat(struct hb_follower *, int64_t now_ms);
-/* A probe answer for probe_id, direct or relayed. */
+/* A probe answer for probe_id, direct or relayed; id 0 never refutes. */
 void hb_follower_on_probeack(
     struct hb_follower *, int64_t now_ms, uint64_t probe_id);
 enum hb_action hb_follower_tick(struct hb_follower *, int64_t now_ms);
@@ -96,5 +97,39 @@ int64_t hb_leader_next_deadline(const struct hb_leader *);
  */
 size_t hb_leader_reap(const struct hb_leader *, struct ring *, int64_t now_ms,
     struct uuid *dead, size_t max);
+
+/*
+ * Every server that does not lead probes the members it believes dead
+ * once per dead_retry_ms, as the leader beats them.  Liveness is learnt
+ * only from datagrams a member sends, and backups talk only to their
+ * leader, so without this a member that comes back (a healed partition,
+ * a leader that was cut off) stays "down" for every backup, and they for
+ * it.  A probe proves the prober alive to its target and the answer the
+ * target to the prober: one round makes both views agree.
+ */
+struct hb_revive {
+	struct hb_cfg cfg;
+	bool active;
+	int64_t next_round_ms;
+	uint64_t rounds; /* rounds since init */
+};
+
+void hb_revive_init(struct hb_revive *, const struct hb_cfg *);
+/*
+ * Starts the rounds with one at once (a leader stepping down believes
+ * many members dead); does nothing when they are already running, so
+ * role changes cannot speed them up.
+ */
+void hb_revive_start(struct hb_revive *, int64_t now_ms);
+void hb_revive_stop(struct hb_revive *);
+/*
+ * True when a round is due: the caller probes every member that
+ * hb_revive_targets lists.  Advances the deadline, one round after a
+ * stall, not a burst.
+ */
+bool hb_revive_tick(struct hb_revive *, int64_t now_ms);
+int64_t hb_revive_next_deadline(const struct hb_revive *);
+/* The members (never self) believed dead, up to max; returns how many. */
+size_t hb_revive_targets(const struct ring *, struct uuid *out, size_t max);
 
 #endif

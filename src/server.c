@@ -220,6 +220,11 @@ role_changed(struct server *s, enum election_role old, enum election_role nw,
 		hb_follower_watch(&s->hbf, now);
 	else if (nw == ROLE_LEADER)
 		hb_leader_start(&s->hbl, now);
+	/* The leader's beats to the dead do what the probes do. */
+	if (nw == ROLE_LEADER)
+		hb_revive_stop(&s->hbr);
+	else
+		hb_revive_start(&s->hbr, now);
 	if (nw == ROLE_LEADER)
 		chat_become_leader(s, now);
 	else if (old == ROLE_LEADER || nw == ROLE_BACKUP)
@@ -1064,6 +1069,29 @@ send_probes(struct server *s)
 	}
 }
 
+/*
+ * Probes every member we believe dead (id 0: no suspicion to refute).
+ * The probe proves us alive to it, its answer proves it alive to us, and
+ * the answer's leader view is compared as any other.
+ */
+static void
+revive_round(struct server *s)
+{
+	struct uuid dead[RING_MAX];
+	char id[UUID_STRLEN + 1];
+	struct wire_msg m;
+	size_t i, n;
+
+	n = hb_revive_targets(&s->ring, dead, RING_MAX);
+	for (i = 0; i < n; i++) {
+		wire_init(&m, WK_PROBE, uuid_format(&dead[i], id), "",
+		    server_self_id(s));
+		wire_add_u64(&m, "id", 0);
+		wire_add(&m, "origin", server_self_id(s));
+		server_send_member(s, &dead[i], &m);
+	}
+}
+
 static void
 follower_tick(struct server *s, int64_t now)
 {
@@ -1162,6 +1190,8 @@ server_tick(struct loop *l, int64_t now, void *arg)
 		follower_tick(s, now);
 	else if (s->el.role == ROLE_LEADER)
 		leader_tick(s, now);
+	if (hb_revive_tick(&s->hbr, now))
+		revive_round(s);
 	if (s->discovering && now >= s->disc_next_ms) {
 		discovery_round(s);
 		s->disc_interval_ms = s->disc_interval_ms * 2 > DISC_MAX_MS
@@ -1200,6 +1230,8 @@ server_deadline(void *arg)
 		d = x;
 	if (s->el.role == ROLE_LEADER &&
 	    (x = hb_leader_next_deadline(&s->hbl)) < d)
+		d = x;
+	if ((x = hb_revive_next_deadline(&s->hbr)) < d)
 		d = x;
 	if (s->discovering && s->disc_next_ms < d)
 		d = s->disc_next_ms;
@@ -1668,6 +1700,7 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	chat_init(s);
 	hb_follower_init(&s->hbf, &s->cfg.hb);
 	hb_leader_init(&s->hbl, &s->cfg.hb);
+	hb_revive_init(&s->hbr, &s->cfg.hb);
 	/* A restarted server must not reuse the hop and probe ids of its
 	 * previous life: acks still in flight would match them. */
 	s->el.next_hop = ((uint64_t)arc4random() << 20) + 1;
@@ -1694,6 +1727,8 @@ server_init(struct server *s, const struct server_cfg *cfg)
 		loop_add_fd(&s->loop, STDIN_FILENO, PRIO_OPER, on_stdin, s);
 
 	s->start_ms = loop_now_ms();
+	/* Members loaded from servers.json are probed, not trusted. */
+	hb_revive_start(&s->hbr, s->start_ms);
 	s->discovering = true;
 	s->disc_interval_ms = DISC_FIRST_MS;
 	s->disc_next_ms = s->start_ms;

@@ -67,6 +67,7 @@ struct server {
 	struct election el;
 	struct hb_follower hbf;
 	struct hb_leader hbl;
+	struct hb_revive hbr; /* probing the members believed dead */
 	struct events ev;
 	struct loop loop;
 	struct servers_state peers; /* --peers: contacted like broadcast */

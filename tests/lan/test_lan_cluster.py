@@ -141,12 +141,10 @@ def test_vote_typed_on_a_servers_stdin_should_start_an_election(lan_cluster):
     assert c.by_uuid(leader).events_named("win", t0)
 
 
-# Known bug, kept visible (reported as XFAIL, not as a pass): after a heal,
-# backups never hear from the returning server (liveness comes only from
-# datagrams, and backups talk only to the leader), so `status` keeps it
-# "down" on them and them "down" on it.  The leader question is right.
-@pytest.mark.xfail(strict=False, reason="member liveness does not converge "
-                   "after a heal: backups keep the returning server down")
+# Liveness comes only from datagrams a member sends, and backups talk only
+# to the leader: the returning server and the backups learn of each other
+# from the probes every server that does not lead sends, once a second, to
+# the members it believes down (docs/ELECTION.md, "Members believed dead").
 def test_a_cut_off_leader_coming_back_should_step_down(lan_cluster):
     c = lan_cluster(5, clients=0).start_all()
     old = c.wait_leader(timeout=20)
@@ -171,14 +169,11 @@ def test_a_cut_off_leader_coming_back_should_step_down(lan_cluster):
     assert {s.status()["epoch"] for s in c.servers} == {new_epoch}
 
 
-# Known bug, kept visible (XFAIL): the same liveness gap keeps the winning
-# leader from counting the other side's servers as live backups, so their
-# state is not merged in; and a client drops deliveries whose id is not
-# above the highest it has shown in the stream, so the other side's older
-# ids are acknowledged but not shown.
-@pytest.mark.xfail(strict=False, reason="partition heal: member liveness "
-                   "does not converge, and per-stream ids of the two sides "
-                   "collide in the client's de-duplication")
+# The heal needs the member lists to converge (the winning leader takes the
+# other side's servers as backups and merges the state of the one stepping
+# down), and clients to show the winning side's messages although their
+# ids collide with the ones their side used (src/client.c de-duplicates by
+# id, sender and text, not by the highest id).
 def test_a_partition_should_keep_both_sides_chatting_and_heal_into_one_cluster(lan_cluster):
     # Hosts 1-5 servers (5 has the highest UUID), 6 and 7 clients.
     # Side A: servers on hosts 4, 5 and clients on host 6 (alice, carol);

@@ -115,6 +115,7 @@ struct server {
 	struct election el;
 	struct hb_follower hf;
 	struct hb_leader hl;
+	struct hb_revive hv; /* probing the members believed dead */
 	uint64_t disk_epoch; /* what the daemon would have persisted */
 	int64_t up_since;
 	bool watching;
@@ -682,6 +683,11 @@ srv_sync(struct world *w, struct server *sv)
 		hb_leader_start(&sv->hl, w->now);
 	else if (e->role != ROLE_LEADER && sv->hl.active)
 		hb_leader_stop(&sv->hl);
+	/* the leader's beats to the dead do what the probes do */
+	if (e->role == ROLE_LEADER)
+		hb_revive_stop(&sv->hv);
+	else
+		hb_revive_start(&sv->hv, w->now);
 	/* a leader that handed over leaves once the new one is known */
 	if (sv->quitting && e->role == ROLE_BACKUP && sv->quit_at > w->now)
 		sv->quit_at = w->now;
@@ -723,6 +729,8 @@ srv_start(struct world *w, struct server *sv, int64_t discovery_ms)
 	hb_follower_init(&sv->hf, &w->p->hb);
 	sv->hf.probe_id = rng_next(&w->rng) >> 16;
 	hb_leader_init(&sv->hl, &w->p->hb);
+	hb_revive_init(&sv->hv, &w->p->hb);
+	hb_revive_start(&sv->hv, w->now);
 	if (discovery_ms != INT64_MAX)
 		election_discover(&sv->el, w->now, discovery_ms);
 	sv->up = true;
@@ -920,6 +928,8 @@ srv_next(const struct server *sv)
 		t = u;
 	if ((u = hb_leader_next_deadline(&sv->hl)) < t)
 		t = u;
+	if ((u = hb_revive_next_deadline(&sv->hv)) < t)
+		t = u;
 	if (sv->quitting && sv->quit_at < t)
 		t = sv->quit_at;
 	return t;
@@ -930,7 +940,7 @@ srv_timers(struct world *w, struct server *sv)
 {
 	struct uuid dead[RING_MAX], leader;
 	size_t nd, i;
-	int bits;
+	int bits, k;
 	char a[16];
 
 	sv->touched = true;
@@ -976,6 +986,14 @@ srv_timers(struct world *w, struct server *sv)
 		}
 		if (bits & HB_ROUND_DEAD)
 			send_beats(w, sv, false);
+	}
+	if (hb_revive_tick(&sv->hv, w->now)) {
+		/* id 0: answers prove liveness, they refute nothing */
+		nd = hb_revive_targets(&sv->ring, dead, RING_MAX);
+		for (i = 0; i < nd; i++)
+			if ((k = idx_of(w, &dead[i])) >= 0)
+				send_simple(w, MK_PROBE, sv->idx, k,
+				    sv->el.epoch, NULL, 0);
 	}
 }
 
@@ -1145,6 +1163,34 @@ check_instant(struct world *w)
 }
 
 /*
+ * Every server that is up holds every other one that is up alive in its
+ * ring.  Only the alive direction converges: a backup hears nothing from
+ * a crashed backup and keeps it alive until an election hop to it fails.
+ */
+static int
+check_views(struct world *w, const char *what)
+{
+	const struct member *mb;
+	int i, j;
+
+	for (i = 0; i < w->n; i++) {
+		if (!w->s[i].up)
+			continue;
+		for (j = 0; j < w->n; j++) {
+			if (j == i || !w->s[j].up)
+				continue;
+			mb = ring_find_const(&w->s[i].ring, &w->s[j].id);
+			if (mb == NULL || !mb->alive) {
+				fail(
+				    w, "%s: s%d believes s%d dead", what, i, j);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/*
  * (b) Liveness, T_SETTLE after the last fault, with the network whole:
  * exactly one leader, and every server that is up names the same
  * (epoch, leader), as backup or as that leader.
@@ -1204,6 +1250,8 @@ check_settled(struct world *w)
 			return;
 		}
 	}
+	if (check_views(w, "liveness") == -1)
+		return;
 	if ((er = erec_get(w, lead->el.epoch)) == NULL)
 		return;
 	for (i = 0; i < w->n; i++)
@@ -1381,6 +1429,8 @@ run_faults(uint64_t seed, int verbose)
 	}
 	if (!w.failed && w.starts != starts)
 		fail(&w, "quiescence: an election started after settling");
+	if (!w.failed)
+		(void)check_views(&w, "quiescence");
 	for (i = 0; i < w.n; i++)
 		if (w.s[i].up)
 			srv_crash(&w, &w.s[i], "end");
@@ -1473,6 +1523,8 @@ run_nofault(uint64_t seed, int verbose, int mode)
 	else if (leaders != (uint64_t)w.n - 1)
 		fail(&w, "no faults, %s: %" PRIu64 " leader messages, not %d",
 		    mname[mode], leaders, w.n - 1);
+	if (!w.failed)
+		(void)check_views(&w, "no faults");
 	for (i = 0; i < w.n && !w.failed; i++)
 		if (i != top &&
 		    (w.s[i].el.role != ROLE_BACKUP ||

@@ -182,15 +182,22 @@ answer_err(struct client *c, int64_t now, const char *addr, enum wire_kind re,
 }
 
 static void
-deliver(struct client *c, int64_t now, const char *dest, const char *from,
-    uint64_t id, uint64_t seq)
+deliver_text(struct client *c, int64_t now, const char *dest, const char *from,
+    uint64_t id, uint64_t seq, const char *text)
 {
 	struct wire_msg m;
 
-	wire_init(&m, WK_MSG, dest, "hello", from);
+	wire_init(&m, WK_MSG, dest, text, from);
 	wire_add_u64(&m, "id", id);
 	wire_add_u64(&m, "seq", seq);
 	feed(c, now, &m, L1_ADDR);
+}
+
+static void
+deliver(struct client *c, int64_t now, const char *dest, const char *from,
+    uint64_t id, uint64_t seq)
+{
+	deliver_text(c, now, dest, from, id, seq, "hello");
 }
 
 static void
@@ -257,20 +264,154 @@ delivery_should_be_acked_every_time_and_shown_once_per_id(void **state)
 	assert_int_equal(wire_get_u64(sent(WK_ACK, 0), "id", &id), 0);
 	assert_int_equal(id, 5);
 	assert_string_equal(seen.addr[0], L1_ADDR);
-	/* Our ack was lost: the same id again is acknowledged, not shown. */
+	/* Our ack was lost: the same delivery again is acknowledged, not
+	 * shown, and again after later ones of the stream. */
 	deliver(&c, 20, "#lobby", "bob", 5, 1);
 	assert_int_equal(count_events(CE_MESSAGE), 0);
 	assert_int_equal(count_sent(WK_ACK), 1);
-	/* An older id of that stream is not shown either. */
-	deliver(&c, 30, "#lobby", "carol", 3, 1);
+	deliver(&c, 25, "#lobby", "bob", 6, 2);
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	deliver(&c, 30, "#lobby", "bob", 5, 1);
 	assert_int_equal(count_events(CE_MESSAGE), 0);
 	assert_int_equal(count_sent(WK_ACK), 1);
+	assert_int_equal(c.duplicates, 2);
+	assert_int_equal(c.delivered, 2);
+	client_free(&c);
+}
+
+/*
+ * After a partition heals, the winning side's messages reach the other
+ * side's users with ids that side has used too: same or lower ids than
+ * those shown, other senders or texts.  They are new.
+ */
+static void
+dedup_should_show_another_lineages_message_with_an_id_already_used(void **state)
+{
+	struct client c;
+	const struct client_out *o;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	deliver_text(&c, 10, "#lobby", "alice", 1, 1, "before");
+	deliver_text(&c, 11, "#lobby", "alice", 2, 2, "a0");
+	deliver_text(&c, 12, "#lobby", "alice", 3, 3, "a1");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	/* The same id, another sender and text: shown. */
+	deliver_text(&c, 20, "#lobby", "bob", 2, 2, "b0");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	o = event(CE_MESSAGE, 0);
+	assert_int_equal(o->id, 2);
+	assert_string_equal(o->from, "bob");
+	assert_string_equal(seen.text[0], "b0");
+	/* The same id and sender, another text: shown. */
+	deliver_text(&c, 21, "#lobby", "alice", 3, 3, "a1 on the other side");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	/* The same id and text, another sender: shown. */
+	deliver_text(&c, 22, "#lobby", "carol", 3, 3, "a1");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	/* A message both sides had before the split: not shown again. */
+	deliver_text(&c, 23, "#lobby", "alice", 1, 1, "before");
+	assert_int_equal(count_events(CE_MESSAGE), 0);
+	assert_int_equal(count_sent(WK_ACK), 1);
+	/* Nor a repeat of the other side's message. */
+	deliver_text(&c, 24, "#lobby", "bob", 2, 2, "b0");
+	assert_int_equal(count_events(CE_MESSAGE), 0);
+	assert_int_equal(c.delivered, 6);
 	assert_int_equal(c.duplicates, 2);
 	client_free(&c);
 }
 
+/*
+ * A new leader sends again everything still queued for us, up to the
+ * relay's queue of 128: the whole window is recognised, in any order.
+ */
 static void
-dedup_should_keep_the_highest_id_per_stream_not_globally(void **state)
+dedup_should_recognise_a_whole_queue_sent_again(void **state)
+{
+	struct client c;
+	char text[32];
+	uint64_t i;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	for (i = 1; i <= CLIENT_SEEN_MAX; i++) {
+		snprintf(text, sizeof(text), "m%llu", (unsigned long long)i);
+		deliver_text(&c, 10, "#lobby", "bob", 100 + i, i, text);
+		assert_int_equal(count_events(CE_MESSAGE), 1);
+	}
+	for (i = CLIENT_SEEN_MAX; i >= 1; i--) {
+		snprintf(text, sizeof(text), "m%llu", (unsigned long long)i);
+		deliver_text(&c, 20, "#lobby", "bob", 100 + i, i, text);
+		assert_int_equal(count_events(CE_MESSAGE), 0);
+		assert_int_equal(count_sent(WK_ACK), 1);
+	}
+	assert_int_equal(c.duplicates, CLIENT_SEEN_MAX);
+	client_free(&c);
+}
+
+/* Past CLIENT_STREAMS_MAX streams, the one quiet for longest is forgotten. */
+static void
+dedup_should_forget_the_stream_quiet_for_longest(void **state)
+{
+	struct client c;
+	char room[32];
+	int i;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	deliver_text(&c, 1, "#first", "bob", 1, 1, "f1");
+	for (i = 1; i < CLIENT_STREAMS_MAX; i++) {
+		snprintf(room, sizeof(room), "#s%d", i);
+		deliver_text(&c, 2, room, "bob", 10 + (uint64_t)i, 1, "x");
+	}
+	/* #first shows again: now #s1 is the quiet one */
+	deliver_text(&c, 3, "#first", "bob", 5000, 2, "f2");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	deliver_text(&c, 4, "#new", "bob", 5001, 1, "n");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	deliver_text(&c, 5, "#first", "bob", 1, 1, "f1");
+	assert_int_equal(count_events(CE_MESSAGE), 0);
+	deliver_text(&c, 6, "#s2", "bob", 12, 1, "x");
+	assert_int_equal(count_events(CE_MESSAGE), 0);
+	deliver_text(&c, 7, "#s1", "bob", 11, 1, "x");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	client_free(&c);
+}
+
+/*
+ * The memory is bounded: a stream remembers its last CLIENT_SEEN_MAX
+ * deliveries, so the one before them, were it sent again, would be shown
+ * again (the relay never keeps that many for us), and the others still
+ * are not.  Another stream's deliveries do not push a stream's out.
+ */
+static void
+dedup_window_should_hold_the_last_seen_max_per_stream(void **state)
+{
+	struct client c;
+	char text[32];
+	uint64_t i;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	deliver_text(&c, 5, "#quiet", "carol", 1, 1, "q");
+	for (i = 1; i <= CLIENT_SEEN_MAX + 1; i++) {
+		snprintf(text, sizeof(text), "m%llu", (unsigned long long)i);
+		deliver_text(&c, 10, "#lobby", "bob", 1 + i, i, text);
+		assert_int_equal(count_events(CE_MESSAGE), 1);
+	}
+	/* the oldest of #lobby is forgotten, the next one is not */
+	deliver_text(&c, 20, "#lobby", "bob", 2, 1, "m1");
+	assert_int_equal(count_events(CE_MESSAGE), 1);
+	deliver_text(&c, 21, "#lobby", "bob", 4, 3, "m3");
+	assert_int_equal(count_events(CE_MESSAGE), 0);
+	/* #quiet still knows its one delivery */
+	deliver_text(&c, 22, "#quiet", "carol", 1, 1, "q");
+	assert_int_equal(count_events(CE_MESSAGE), 0);
+	client_free(&c);
+}
+
+static void
+dedup_should_remember_each_stream_apart(void **state)
 {
 	struct client c;
 	const struct client_out *o;
@@ -1007,9 +1148,14 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(
 		delivery_should_be_acked_every_time_and_shown_once_per_id),
-	    cmocka_unit_test(
-		dedup_should_keep_the_highest_id_per_stream_not_globally),
+	    cmocka_unit_test(dedup_should_remember_each_stream_apart),
 	    cmocka_unit_test(dedup_should_survive_a_failover),
+	    cmocka_unit_test(
+		dedup_should_show_another_lineages_message_with_an_id_already_used),
+	    cmocka_unit_test(dedup_should_recognise_a_whole_queue_sent_again),
+	    cmocka_unit_test(dedup_should_forget_the_stream_quiet_for_longest),
+	    cmocka_unit_test(
+		dedup_window_should_hold_the_last_seen_max_per_stream),
 	    cmocka_unit_test(
 		message_should_be_resent_after_100_200_400_800_ms_with_the_same_cid),
 	    cmocka_unit_test(

@@ -418,6 +418,115 @@ reap_should_mark_no_more_than_it_can_report(void **state)
 	assert_int_equal(hb_leader_reap(&l, &r, 10000, dead, 0), 0);
 }
 
+/* ---- probing the members believed dead ------------------------------ */
+
+static void
+revive_should_probe_at_once_then_every_dead_retry(void **state)
+{
+	struct hb_revive v;
+
+	(void)state;
+	hb_revive_init(&v, &cfg);
+	assert_false(hb_revive_tick(&v, 5000));
+	assert_int_equal(hb_revive_next_deadline(&v), INT64_MAX);
+	hb_revive_start(&v, 5000);
+	assert_int_equal(hb_revive_next_deadline(&v), 5000);
+	assert_true(hb_revive_tick(&v, 5000));
+	assert_false(hb_revive_tick(&v, 5000));
+	assert_false(hb_revive_tick(&v, 5999));
+	assert_int_equal(hb_revive_next_deadline(&v), 6000);
+	assert_true(hb_revive_tick(&v, 6000));
+	assert_int_equal(v.rounds, 2);
+}
+
+static void
+revive_start_again_should_not_hasten_the_next_round(void **state)
+{
+	struct hb_revive v;
+
+	(void)state;
+	hb_revive_init(&v, &cfg);
+	hb_revive_start(&v, 0);
+	assert_true(hb_revive_tick(&v, 0));
+	/* a backup becoming candidate, then backup again: no extra round */
+	hb_revive_start(&v, 300);
+	hb_revive_start(&v, 600);
+	assert_false(hb_revive_tick(&v, 600));
+	assert_int_equal(hb_revive_next_deadline(&v), 1000);
+	/* stopped (it leads), then started (it stepped down): at once */
+	hb_revive_stop(&v);
+	assert_false(hb_revive_tick(&v, 1000));
+	assert_int_equal(hb_revive_next_deadline(&v), INT64_MAX);
+	hb_revive_start(&v, 1500);
+	assert_true(hb_revive_tick(&v, 1500));
+}
+
+static void
+revive_late_tick_should_not_send_a_burst_of_rounds(void **state)
+{
+	struct hb_revive v;
+
+	(void)state;
+	hb_revive_init(&v, &cfg);
+	hb_revive_start(&v, 0);
+	assert_true(hb_revive_tick(&v, 0));
+	assert_true(hb_revive_tick(&v, 9500));
+	assert_false(hb_revive_tick(&v, 9500));
+	assert_int_equal(hb_revive_next_deadline(&v), 10500);
+}
+
+static void
+revive_targets_should_be_the_dead_members_never_self(void **state)
+{
+	struct uuid out[RING_MAX], self = id(3), a = id(1), b = id(5);
+	struct ring r;
+	struct member m;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	m.uuid = self;
+	ring_init(&r, &m);
+	assert_int_equal(hb_revive_targets(&r, out, RING_MAX), 0);
+	m.uuid = a;
+	assert_int_equal(ring_upsert(&r, &m), 1);
+	m.uuid = b;
+	assert_int_equal(ring_upsert(&r, &m), 1);
+	m.uuid = id(4);
+	assert_int_equal(ring_upsert(&r, &m), 1);
+	assert_int_equal(hb_revive_targets(&r, out, RING_MAX), 0);
+	assert_int_equal(ring_set_alive(&r, &b, false), 1);
+	assert_int_equal(ring_set_alive(&r, &a, false), 1);
+	/* self cannot be marked dead, and is never probed */
+	assert_int_equal(ring_set_alive(&r, &self, false), 0);
+	assert_int_equal(hb_revive_targets(&r, out, RING_MAX), 2);
+	assert_int_equal(uuid_cmp(&out[0], &a), 0);
+	assert_int_equal(uuid_cmp(&out[1], &b), 0);
+	assert_int_equal(hb_revive_targets(&r, out, 1), 1);
+	assert_int_equal(uuid_cmp(&out[0], &a), 0);
+	/* heard again: no longer a target */
+	assert_int_equal(ring_set_alive(&r, &a, true), 1);
+	assert_int_equal(hb_revive_targets(&r, out, RING_MAX), 1);
+	assert_int_equal(uuid_cmp(&out[0], &b), 0);
+}
+
+/* A liveness probe's answer carries id 0: it must never refute. */
+static void
+probeack_with_id_zero_should_never_refute(void **state)
+{
+	struct hb_follower f;
+
+	(void)state;
+	watching(&f);
+	f.probe_id = UINT64_MAX; /* seeded so that the next one wraps */
+	assert_int_equal(hb_follower_tick(&f, SUSPECT_AT), HB_PROBE);
+	assert_int_equal(f.probe_id, 1);
+	hb_follower_on_probeack(&f, SUSPECT_AT + 10, 0);
+	assert_int_equal(f.state, HB_SUSPECT);
+	assert_int_equal(f.refuted, 0);
+	hb_follower_on_probeack(&f, SUSPECT_AT + 20, 1);
+	assert_int_equal(f.state, HB_OK);
+}
+
 int
 main(void)
 {
@@ -453,6 +562,14 @@ main(void)
 	    cmocka_unit_test(reap_should_wait_the_full_limit),
 	    cmocka_unit_test(reap_should_count_silence_from_the_leader_start),
 	    cmocka_unit_test(reap_should_mark_no_more_than_it_can_report),
+	    cmocka_unit_test(revive_should_probe_at_once_then_every_dead_retry),
+	    cmocka_unit_test(
+		revive_start_again_should_not_hasten_the_next_round),
+	    cmocka_unit_test(
+		revive_late_tick_should_not_send_a_burst_of_rounds),
+	    cmocka_unit_test(
+		revive_targets_should_be_the_dead_members_never_self),
+	    cmocka_unit_test(probeack_with_id_zero_should_never_refute),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
