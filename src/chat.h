@@ -40,8 +40,8 @@
 /* Separates the ops of one repl datagram: never in an op's text. */
 #define CHAT_REPL_SEP '\x1e'
 /* Bytes of escaped ops per repl datagram: the rest of WIRE_MAX is the
- * kind, two UUIDs and the epoch, v and n fields. */
-#define CHAT_REPL_BYTES 1280
+ * kind, two UUIDs, the epoch, v and n fields and the seal (--cluster-key). */
+#define CHAT_REPL_BYTES RELAY_OP_WIRE_MAX
 #define CHAT_SNAP_MAX	(64u << 20)
 
 struct server;

@@ -1887,6 +1887,12 @@ relay_on_msg_after(struct relay *r, int64_t now, const char *from,
 	bodylen = body == NULL ? 0 : strnlen(body, RELAY_BODY_MAX + 1);
 	if ((e = body_check(body, bodylen)) != RELAY_OK)
 		return msg_refuse(r, e, from, addr, port, cid);
+	/* "msg V FROM TO ID SEQ CID LEN BODY": numbers at most 20 digits */
+	if (to != NULL &&
+	    enc_len(from, strlen(from)) + enc_len(to, strlen(to)) +
+		    enc_len(body, bodylen) + 3 + 8 + 5 * 20 + 4 >
+		RELAY_OP_WIRE_MAX)
+		return msg_refuse(r, RELAY_ETOO_LONG, from, addr, port, cid);
 	if ((e = target_of(r, si, to, &t)) != RELAY_OK)
 		return msg_refuse(r, e, from, addr, port, cid);
 	/*

@@ -32,6 +32,13 @@
  * datagram with room for the daemon's own fields.  Never truncated.
  */
 #define RELAY_BODY_MAX 1000
+/*
+ * A message's op, escaped for the wire, fits one authenticated repl
+ * datagram (WIRE_MAX less its header, two UUIDs and the seal): only
+ * sender and room names full of escaped bytes with a full body reach it
+ * (too_long).
+ */
+#define RELAY_OP_WIRE_MAX 1260
 /* Accepted client message ids remembered per sender (exactly-once). */
 #define RELAY_CID_WINDOW 16
 /* Encoded bytes of list text (rooms, who, users) per reply datagram. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "server.h"
 
 static volatile int stop_flag;
@@ -28,8 +29,10 @@ static void __attribute__((noreturn)) usage(int code)
 	    "                 [--port PORT] [--ctl-port PORT] [--discovery-port PORT]\n"
 	    "                 [--state-dir DIR] [--peers FILE] [--events FILE]\n"
 	    "                 [--heartbeat-ms MS] [--misses K] [--discovery-ms MS]\n"
-	    "                 [--recover] [--fsync on|off] [--no-stdin] [--syslog]\n"
+	    "                 [--recover] [--fsync on|off] [--cluster-key FILE]\n"
+	    "                 [--no-stdin] [--syslog]\n"
 	    "       ringchatd ctl [--state-dir DIR] COMMAND\n"
+	    "       ringchatd keygen FILE\n"
 	    "\n"
 	    "  --name NAME            server name (default: the host name)\n"
 	    "  --uuid UUID            server identity (default: kept in DIR/identity.json,\n"
@@ -48,6 +51,8 @@ static void __attribute__((noreturn)) usage(int code)
 	    "  --recover              move a corrupt state file aside, refetch state\n"
 	    "  --fsync on|off         fdatasync the chat journal before acknowledging\n"
 	    "                         (default on; off survives kill -9, not power loss)\n"
+	    "  --cluster-key FILE     authenticate every server datagram with this\n"
+	    "                         key (ringchatd keygen FILE; without: open)\n"
 	    "  --no-stdin             do not read operator commands from stdin\n"
 	    "  --syslog               log to syslog instead of stderr\n"
 	    "  -v, --verbose          debug logging\n"
@@ -111,6 +116,38 @@ ctl_main(int argc, char *argv[])
 	return control_client(path, cmd);
 }
 
+/* Writes a new cluster key (mode 0600); never overwrites a file. */
+static int
+keygen_main(int argc, char *argv[])
+{
+	struct auth_error err;
+	struct auth_key key;
+	char fp[AUTH_FP_SIZE];
+	struct auth_cluster cl;
+	enum auth_err e;
+
+	if (argc != 2)
+		usage(2);
+	if ((e = auth_key_generate(&key)) != AUTH_OK) {
+		fprintf(stderr, "ringchatd keygen: %s\n", auth_strerror(e));
+		return 1;
+	}
+	if (auth_key_write(argv[1], &key, &err) != AUTH_OK) {
+		auth_key_wipe(&key);
+		fprintf(stderr, "ringchatd keygen: %s\n", err.text);
+		return 1;
+	}
+	if (auth_cluster_init(&cl, &key) == AUTH_OK) {
+		auth_fingerprint(cl.kx_pk, fp);
+		printf("%s: new cluster key; copy it to every server (mode "
+		       "0600)\ncluster fingerprint %s\n",
+		    argv[1], fp);
+		auth_cluster_wipe(&cl);
+	}
+	auth_key_wipe(&key);
+	return 0;
+}
+
 enum {
 	OPT_NAME = 256,
 	OPT_UUID,
@@ -126,6 +163,7 @@ enum {
 	OPT_DISC_MS,
 	OPT_RECOVER,
 	OPT_FSYNC,
+	OPT_KEY,
 	OPT_NO_STDIN,
 	OPT_SYSLOG
 };
@@ -148,6 +186,7 @@ main(int argc, char *argv[])
 	    {"discovery-ms", required_argument, NULL, OPT_DISC_MS},
 	    {"recover", no_argument, NULL, OPT_RECOVER},
 	    {"fsync", required_argument, NULL, OPT_FSYNC},
+	    {"cluster-key", required_argument, NULL, OPT_KEY},
 	    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
 	    {"syslog", no_argument, NULL, OPT_SYSLOG},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -160,6 +199,8 @@ main(int argc, char *argv[])
 
 	if (argc > 1 && strcmp(argv[1], "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "keygen") == 0)
+		return keygen_main(argc - 1, argv + 1);
 
 	server_cfg_defaults(&cfg);
 	cfg.use_stdin = true;
@@ -242,6 +283,10 @@ main(int argc, char *argv[])
 				    optarg);
 				return 2;
 			}
+			break;
+		case OPT_KEY:
+			path_arg(cfg.key_file, sizeof(cfg.key_file),
+			    "--cluster-key", optarg);
 			break;
 		case OPT_RECOVER:
 			cfg.recover = true;

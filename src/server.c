@@ -80,6 +80,25 @@ emit_uuid(struct server *s, const char *event, const char *key,
 	emit(s, event, kv, 2);
 }
 
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Server to server: everything on the control port, and announcements
+ * on the discovery port.  Clients' where and vote are never sealed.
+ */
+static bool
+is_s2s(const struct server *s, int fd, enum wire_kind k)
+{
+	return fd == s->ctl_fd || (fd == s->disc_fd && k == WK_NEWS);
+}
+
 /* Encodes and sends; a failure is counted, never fatal (UDP is lossy). */
 void
 server_send(struct server *s, int fd, const struct sockaddr_in *to,
@@ -88,12 +107,23 @@ server_send(struct server *s, int fd, const struct sockaddr_in *to,
 	char buf[WIRE_MAX];
 	size_t len;
 	enum wire_err e;
+	enum auth_err ae;
+	uint64_t ctr;
 
 	e = wire_encode(m, buf, sizeof(buf), &len);
 	if (e != WIRE_OK) {
 		/* Only our own fields go in: a bug, not hostile input. */
 		fatalx(
 		    "encode %s: %s", wire_kind_name(m->kind), wire_strerror(e));
+	}
+	if (s->keyed && is_s2s(s, fd, m->kind) &&
+	    ((ae = auth_ctr_next(&s->ctr, (uint64_t)wall_ms(), &ctr)) !=
+		    AUTH_OK ||
+		(ae = auth_s2s_seal(&s->cluster, server_self_id(s), ctr, buf,
+		     len, buf, sizeof(buf), &len)) != AUTH_OK)) {
+		/* Our datagrams leave room for the seal: a bug. */
+		fatalx(
+		    "seal %s: %s", wire_kind_name(m->kind), auth_strerror(ae));
 	}
 	if (net_send(fd, to, buf, len) == -1)
 		s->tx_errors++;
@@ -871,23 +901,33 @@ handle_ctl_datagram(struct server *s, const struct wire_msg *m,
 	}
 }
 
+int
+server_leader_msg(struct server *s, const char *to, char lb[UUID_STRLEN + 1],
+    struct wire_msg *r)
+{
+	const struct member *lm;
+
+	if (!s->el.has_leader ||
+	    (lm = ring_find_const(&s->ring, &s->el.leader)) == NULL)
+		return -1;
+	wire_init(r, WK_LEADER, to, lm->name, server_self_id(s));
+	wire_add_u64(r, "epoch", s->el.epoch);
+	wire_add(r, "leader", uuid_format(&lm->uuid, lb));
+	wire_add(r, "addr", lm->addr);
+	wire_add_u64(r, "port", lm->port);
+	return 0;
+}
+
 /* A client (or anyone on the LAN) asking who leads: answer by unicast. */
 static void
 on_where(struct server *s, int fd, const struct wire_msg *m,
     const struct sockaddr_in *from)
 {
-	const struct member *lm;
 	char lb[UUID_STRLEN + 1];
 	struct wire_msg r;
 
-	if (!s->el.has_leader ||
-	    (lm = ring_find_const(&s->ring, &s->el.leader)) == NULL)
+	if (server_leader_msg(s, m->from, lb, &r) == -1)
 		return; /* nothing useful to say yet; the client retries */
-	wire_init(&r, WK_LEADER, m->from, lm->name, server_self_id(s));
-	wire_add_u64(&r, "epoch", s->el.epoch);
-	wire_add(&r, "leader", uuid_format(&lm->uuid, lb));
-	wire_add(&r, "addr", lm->addr);
-	wire_add_u64(&r, "port", lm->port);
 	server_send(s, fd, from, &r);
 }
 
@@ -942,6 +982,61 @@ handle_client_datagram(struct server *s, int fd, const struct wire_msg *m,
 	}
 }
 
+/* The replay window of sender id: found, or a slot taken for it. */
+static struct s2s_peer *
+s2s_peer(struct server *s, const char *id)
+{
+	struct s2s_peer *p, *old = NULL;
+	size_t i;
+
+	for (i = 0; i < RING_MAX; i++) {
+		p = &s->s2s[i];
+		if (p->used && strcmp(p->id, id) == 0)
+			return p;
+		if (old == NULL || !p->used ||
+		    (old->used && p->last_ms < old->last_ms))
+			old = p;
+	}
+	/* Full: a server silent for longest starts a new window. */
+	memset(old, 0, sizeof(*old));
+	old->used = true;
+	(void)strlcpy(old->id, id, sizeof(old->id));
+	auth_window_init(&old->w);
+	return old;
+}
+
+/*
+ * A server datagram under --cluster-key: its MAC must verify (sender,
+ * every byte) and its counter be new for that sender.  -1: dropped and
+ * counted.  Only a verified sender gets a replay window.
+ */
+static int
+s2s_open(struct server *s, const char *buf, size_t n, const struct wire_msg *m,
+    const struct sockaddr_in *from, int64_t now)
+{
+	struct s2s_peer *p = NULL;
+	enum auth_err e;
+	uint64_t ctr;
+	size_t plen;
+	char a[64];
+
+	e = auth_s2s_verify(&s->cluster, m->from, buf, n, &ctr, &plen);
+	if (e == AUTH_OK) {
+		p = s2s_peer(s, m->from);
+		e = auth_window_check(&p->w, ctr, s->ctr_floor);
+	}
+	if (e != AUTH_OK) {
+		s->auth_drops[e]++;
+		log_limited(&s->bad_limit, now, 1000,
+		    "dropped %s datagram from %s: %s", wire_kind_name(m->kind),
+		    net_ntop(from, a, sizeof(a)), auth_strerror(e));
+		return -1;
+	}
+	auth_window_update(&p->w, ctr);
+	p->last_ms = now;
+	return 0;
+}
+
 static void
 on_readable(struct loop *l, int fd, void *arg)
 {
@@ -976,6 +1071,9 @@ on_readable(struct loop *l, int fd, void *arg)
 			    net_ntop(&from, a, sizeof(a)), wire_strerror(e));
 			continue;
 		}
+		if (s->keyed && is_s2s(s, fd, m.kind) &&
+		    s2s_open(s, buf, (size_t)n, &m, &from, now) == -1)
+			continue;
 		if (fd == s->ctl_fd)
 			handle_ctl_datagram(s, &m, &from, now);
 		else
@@ -1293,6 +1391,8 @@ print_status(struct server *s, FILE *f)
 		bad += s->wire_errors[i];
 	for (i = 0; i < DROP_NMAX; i++)
 		bad += s->drops[i];
+	for (i = 1; i < AUTH_NERR; i++)
+		bad += s->auth_drops[i];
 	fprintf(f,
 	    "server %s (%s) on %s, data %s:%u, control %u, discovery %u\n",
 	    me->name, server_self_id(s), s->ifc.name, me->addr, me->port,
@@ -1306,6 +1406,19 @@ print_status(struct server *s, FILE *f)
 	fprintf(f, "elections %llu, datagrams in %llu out %llu, dropped %llu\n",
 	    (unsigned long long)s->elections, (unsigned long long)s->rx,
 	    (unsigned long long)s->tx, (unsigned long long)bad);
+	if (!s->keyed) {
+		fprintf(f, "cluster key: none (open)\n");
+		return;
+	}
+	fprintf(f,
+	    "cluster key: %s; refused: bad mac %llu, no mac %llu, "
+	    "malformed %llu, replayed %llu, too old %llu\n",
+	    s->cfg.key_file, (unsigned long long)s->auth_drops[AUTH_EBADMAC],
+	    (unsigned long long)s->auth_drops[AUTH_ENOMAC],
+	    (unsigned long long)(s->auth_drops[AUTH_EMALFORMED] +
+		s->auth_drops[AUTH_ETOOBIG]),
+	    (unsigned long long)s->auth_drops[AUTH_EREPLAY],
+	    (unsigned long long)s->auth_drops[AUTH_ETOOOLD]);
 }
 
 static void
@@ -1320,6 +1433,8 @@ print_status_json(struct server *s, FILE *f)
 		bad += s->wire_errors[i];
 	for (i = 0; i < DROP_NMAX; i++)
 		bad += s->drops[i];
+	for (i = 1; i < AUTH_NERR; i++)
+		bad += s->auth_drops[i];
 	memset(&st, 0, sizeof(st));
 	st.name = ring_self(&s->ring)->name;
 	st.uuid = &s->ring.self;
@@ -1665,6 +1780,37 @@ open_control_socket(struct server *s)
 		fatal("control socket %s", s->ctlsock_path);
 }
 
+/* --cluster-key: every server datagram sealed and checked. */
+static void
+server_key_load(struct server *s)
+{
+	struct auth_error err;
+	struct auth_key key;
+	char fp[AUTH_FP_SIZE];
+	enum auth_err e;
+	int64_t now = wall_ms();
+
+	if (s->cfg.key_file[0] == '\0') {
+		log_warnx(
+		    "no --cluster-key: the cluster runs open (any host on "
+		    "the LAN can speak as a server; docs/SECURITY.md)");
+		return;
+	}
+	if (auth_key_read(s->cfg.key_file, &key, &err) != AUTH_OK)
+		fatalx("%s", err.text);
+	e = auth_cluster_init(&s->cluster, &key);
+	auth_key_wipe(&key);
+	if (e != AUTH_OK)
+		fatalx("%s: %s", s->cfg.key_file, auth_strerror(e));
+	auth_ctr_init(&s->ctr, (uint64_t)now);
+	s->ctr_floor = auth_ctr_floor((uint64_t)now, AUTH_SKEW_MS);
+	s->keyed = true;
+	auth_fingerprint(s->cluster.kx_pk, fp);
+	log_info("cluster key %s: server datagrams authenticated (cluster "
+		 "fingerprint %s)",
+	    s->cfg.key_file, fp);
+}
+
 void
 server_init(struct server *s, const struct server_cfg *cfg)
 {
@@ -1736,6 +1882,7 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	s->servers_refresh_ms = s->start_ms + SERVERS_REFRESH_MS;
 	servers_changed(s);
 
+	server_key_load(s);
 	log_info("server %s (%s) on %s %s: data %u, control %u, discovery "
 		 "%u, broadcast %s",
 	    me.name, uuid_format(&me.uuid, id), s->ifc.name, me.addr, me.port,
@@ -1789,4 +1936,5 @@ server_shutdown(struct server *s)
 		close(s->disc_fd);
 	chat_free(s);
 	events_close(&s->ev);
+	auth_cluster_wipe(&s->cluster);
 }

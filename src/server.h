@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "chat.h"
 #include "control.h"
 #include "election.h"
@@ -34,10 +35,19 @@ struct server_cfg {
 	char events_file[PATH_MAX]; /* empty: none */
 	bool recover;
 	bool use_stdin;
-	bool no_fsync; /* --fsync off: write(2) only, no fdatasync */
+	bool no_fsync;		 /* --fsync off: write(2) only, no fdatasync */
+	char key_file[PATH_MAX]; /* --cluster-key; empty: the cluster is open */
 	struct hb_cfg hb;
 	struct election_cfg el;
 	int64_t discovery_ms; /* no leader heard by then: elect */
+};
+
+/* A server's replay window for its authenticated datagrams. */
+struct s2s_peer {
+	bool used;
+	char id[UUID_STRLEN + 1];
+	struct auth_window w;
+	int64_t last_ms;
 };
 
 struct ctl_conn {
@@ -103,6 +113,13 @@ struct server {
 	uint64_t elections;
 	uint64_t wire_errors[WIRE_NERR];
 	uint64_t drops[DROP_NMAX];
+	/* --cluster-key: server datagrams sealed and checked (src/auth.c) */
+	bool keyed;
+	struct auth_cluster cluster;
+	struct auth_ctr ctr;
+	uint64_t ctr_floor; /* counters recorded long before our start */
+	struct s2s_peer s2s[RING_MAX];
+	uint64_t auth_drops[AUTH_NERR];
 	struct log_limit bad_limit;
 	uint64_t rx, tx, tx_errors;
 
@@ -127,6 +144,12 @@ int server_run(struct server *, volatile int *stop);
 void server_shutdown(struct server *);
 
 /* Sending, for the modules of the daemon (chat.c). */
+/*
+ * The answer to `where` for user `to` (lb holds the leader's UUID text
+ * the message points to): -1 while no leader is known.
+ */
+int server_leader_msg(struct server *, const char *to, char lb[UUID_STRLEN + 1],
+    struct wire_msg *);
 void server_send(struct server *, int fd, const struct sockaddr_in *,
     const struct wire_msg *);
 /* To a member's control port; nothing when it is unknown. */

@@ -1394,6 +1394,33 @@ order_should_keep_a_later_message_from_passing_an_earlier_one(void **state)
 }
 
 static void
+op_that_would_not_fit_a_sealed_datagram_should_be_too_long(void **state)
+{
+	char name[USER_NAME_MAX], peer[USER_NAME_MAX], body[RELAY_BODY_MAX + 1];
+	struct relay r;
+
+	(void)state;
+	init_leader(&r, NULL);
+	/* '%' and '=' are allowed in names and take 3 bytes escaped */
+	memset(name, '%', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	memset(peer, '=', sizeof(peer) - 1);
+	peer[sizeof(peer) - 1] = '\0';
+	user_up(&r, name, A_ADDR);
+	user_up(&r, peer, B_ADDR);
+	memset(body, 'x', RELAY_BODY_MAX);
+	body[RELAY_BODY_MAX] = '\0';
+	assert_int_equal(relay_on_msg(&r, 0, name, A_ADDR, PORT, peer, body, 1),
+	    RELAY_ETOO_LONG);
+	relay_drain(&r);
+	/* a shorter body between the same names fits */
+	body[RELAY_BODY_MAX - 200] = '\0';
+	assert_int_equal(
+	    relay_on_msg(&r, 0, name, A_ADDR, PORT, peer, body, 2), RELAY_OK);
+	relay_free(&r);
+}
+
+static void
 message_memory_budget_should_answer_full(void **state)
 {
 	struct relay_cfg c = cfg_default();
@@ -2532,6 +2559,8 @@ main(void)
 		backlog_should_refuse_without_losing_then_accept_the_same_cid),
 	    cmocka_unit_test(
 		order_should_keep_a_later_message_from_passing_an_earlier_one),
+	    cmocka_unit_test(
+		op_that_would_not_fit_a_sealed_datagram_should_be_too_long),
 	    cmocka_unit_test(message_memory_budget_should_answer_full),
 	    cmocka_unit_test(
 		join_should_create_a_room_and_the_last_part_should_delete_it),
