@@ -1173,6 +1173,37 @@ chat_on_need(struct server *s, const struct member *from,
 /* ---- roles, liveness, time ------------------------------------------------
  */
 
+/*
+ * Tells every session the relay has online that we lead now: the answer
+ * a `where` gets, unasked, from our data port, so that a client comes at
+ * once instead of after its resends to the dead leader run out.  Sent
+ * again CHAT_ANNOUNCE_REPEATS times (chat_tick) against loss; a client
+ * already with us ignores it (docs/PROTOCOL.md, "Takeover").
+ */
+static void
+announce(struct server *s, int64_t now)
+{
+	struct chat *c = &s->chat;
+	struct relay_user_info u;
+	char lb[UUID_STRLEN + 1];
+	struct sockaddr_in to;
+	struct wire_msg m;
+	size_t i, n = 0;
+
+	for (i = 0; relay_online_get(&c->relay, i, &u) == 0; i++) {
+		if (net_sockaddr(&to, u.addr, u.port) == -1 ||
+		    server_leader_msg(s, u.name, lb, &m) == -1)
+			continue;
+		server_send(s, s->data_fd, &to, &m);
+		n++;
+	}
+	if (c->announce_left == 1 + CHAT_ANNOUNCE_REPEATS)
+		log_info("told %zu online users that we lead", n);
+	c->announce_left--;
+	c->announce_ms = now + c->announce_gap;
+	c->announce_gap *= 2;
+}
+
 void
 chat_become_leader(struct server *s, int64_t now)
 {
@@ -1198,6 +1229,10 @@ chat_become_leader(struct server *s, int64_t now)
 	c->relay.origin = origin;
 	c->leader = true;
 	relay_become_leader(&c->relay, now);
+	/* Before the deliveries sent again: the clients come sooner. */
+	c->announce_left = 1 + CHAT_ANNOUNCE_REPEATS;
+	c->announce_gap = CHAT_ANNOUNCE_MS;
+	announce(s, now);
 	chat_flush(s, now);
 }
 
@@ -1269,6 +1304,8 @@ chat_tick(struct server *s, int64_t now)
 			relay_tick(&c->relay, now);
 			chat_flush(s, now);
 		}
+		if (c->announce_left > 0 && now >= c->announce_ms)
+			announce(s, now);
 		if (c->repl_pending)
 			flush_repl(s, now);
 		i = 0;
@@ -1308,6 +1345,8 @@ chat_next_deadline(const struct server *s)
 			return 0; /* at once */
 		if ((x = relay_next_deadline(&c->relay)) < d)
 			d = x;
+		if (c->announce_left > 0 && c->announce_ms < d)
+			d = c->announce_ms;
 		for (i = 0; i < RING_MAX; i++) {
 			const struct chat_peer *p = &c->peers[i];
 

@@ -43,6 +43,12 @@
  * kind, two UUIDs, the epoch, v and n fields and the seal (--cluster-key). */
 #define CHAT_REPL_BYTES RELAY_OP_WIRE_MAX
 #define CHAT_SNAP_MAX	(64u << 20)
+/*
+ * A new leader tells its online users at once that it leads, then again
+ * CHAT_ANNOUNCE_MS later and twice that after (against loss).
+ */
+#define CHAT_ANNOUNCE_REPEATS 2
+#define CHAT_ANNOUNCE_MS      100
 
 struct server;
 struct member;
@@ -92,6 +98,9 @@ struct chat {
 	struct chat_wait *wait;
 	size_t wait_head, nwait, capwait;
 	bool repl_pending; /* new ops for the backups: sent by chat_tick */
+	/* leader: rounds of "we lead" to the online users still to go */
+	int announce_left;
+	int64_t announce_ms, announce_gap;
 	/* backup: a new leader is told our version and digest (hello) */
 	bool hello;
 	bool ack_due; /* a need goes once the journal is synced */

@@ -442,9 +442,31 @@ set_state(struct client *c, int64_t now, enum client_state s)
 	}
 }
 
-/* The leader stopped answering: find the next one. */
+/* A leader to log in to: the newest `where` answer, or a takeover's. */
 static void
-lose_leader(struct client *c, int64_t now, const char *why)
+follow(struct client *c, int64_t now, const struct client_leader *l)
+{
+	struct client_out *o;
+
+	c->leader = *l;
+	c->redirects = 0;
+	if ((o = emit(c, CE_LEADER, NULL)) != NULL)
+		o->leader = c->leader;
+	if (c->cfg.where_only) {
+		c->state = CS_DONE;
+		return;
+	}
+	set_state(c, now, CS_LOGIN);
+}
+
+/*
+ * The leader is given up: it stopped answering, or `next` (NULL: none)
+ * said it took over.  Log in to next or to whoever `where` names, and
+ * send again what was not acknowledged, with the same cids.
+ */
+static void
+lose_leader(struct client *c, int64_t now, const char *why,
+    const struct client_leader *next)
 {
 	struct client_out *o;
 
@@ -457,7 +479,10 @@ lose_leader(struct client *c, int64_t now, const char *why)
 	if ((o = emit(c, CE_LOST, why)) != NULL)
 		o->leader = c->leader;
 	unsend_all(c);
-	set_state(c, now, CS_SEARCHING);
+	if (next != NULL)
+		follow(c, now, next);
+	else
+		set_state(c, now, CS_SEARCHING);
 }
 
 /* Log in again: to `to`, or wherever `where` says when to is NULL. */
@@ -485,8 +510,6 @@ relocate(struct client *c, int64_t now, const struct client_leader *to)
 static void
 decide(struct client *c, int64_t now)
 {
-	struct client_out *o;
-
 	c->collect_due = 0;
 	if (!c->best.known)
 		return;
@@ -498,26 +521,53 @@ decide(struct client *c, int64_t now)
 		c->best.known = false;
 		return;
 	}
-	c->leader = c->best;
-	c->redirects = 0;
-	if ((o = emit(c, CE_LEADER, NULL)) != NULL)
-		o->leader = c->leader;
-	if (c->cfg.where_only) {
-		c->state = CS_DONE;
-		return;
-	}
-	set_state(c, now, CS_LOGIN);
+	follow(c, now, &c->best);
 }
 
 /* ---- input: datagrams --------------------------------------------------- */
 
+/*
+ * A new leader's word, unasked, that it took over (docs/PROTOCOL.md,
+ * "Takeover"): from the address it names, with a newer epoch than the
+ * leader we follow.  Go there now, as after giving that one up, rather
+ * than wait for our resends to it to run out.  Anyone can send this
+ * (until issue 8 authenticates it): a forged one sends the session to a
+ * server that does not answer our login, and the normal failover comes
+ * back; what was not acknowledged goes again with the same cids, so
+ * nothing is lost or accepted twice.
+ */
 static void
-on_leader(struct client *c, int64_t now, const struct wire_msg *m)
+on_takeover(struct client *c, int64_t now, const struct wire_msg *m,
+    const char *addr, uint16_t port)
+{
+	struct client_leader l;
+	char why[128];
+
+	if ((c->state != CS_ONLINE && c->state != CS_LOGIN &&
+		c->state != CS_REGISTER) ||
+	    strcmp(m->to, c->user) != 0 || parse_leader(m, true, &l) == -1 ||
+	    l.port != port || strcmp(l.addr, addr) != 0 ||
+	    l.epoch <= c->leader.epoch ||
+	    uuid_cmp(&l.uuid, &c->leader.uuid) == 0)
+		return;
+	(void)snprintf(why, sizeof(why), "%s took over at epoch %llu",
+	    l.name[0] != '\0' ? l.name : "a new leader",
+	    (unsigned long long)l.epoch);
+	lose_leader(c, now, why, &l);
+}
+
+static void
+on_leader(struct client *c, int64_t now, const struct wire_msg *m,
+    const char *addr, uint16_t port)
 {
 	struct client_leader l;
 	const struct client_leader *b = &c->best;
 
-	if (c->state != CS_SEARCHING || parse_leader(m, true, &l) == -1)
+	if (c->state != CS_SEARCHING) {
+		on_takeover(c, now, m, addr, port);
+		return;
+	}
+	if (parse_leader(m, true, &l) == -1)
 		return;
 	if (!b->known || l.epoch > b->epoch ||
 	    (l.epoch == b->epoch && uuid_cmp(&l.uuid, &b->uuid) > 0))
@@ -987,7 +1037,7 @@ client_on_datagram(struct client *c, int64_t now, const struct wire_msg *m,
 	switch (m->kind) {
 	case WK_LEADER:
 		if (strcmp(m->to, c->user) == 0 || strcmp(m->to, "*") == 0)
-			on_leader(c, now, m);
+			on_leader(c, now, m, addr, port);
 		break;
 	case WK_OK:
 	case WK_ERR:
@@ -1042,7 +1092,7 @@ retry_due(struct client *c, int64_t now, const struct client_retry *r,
 		return true;
 	(void)snprintf(why, sizeof(why), "%s not answered after %d sends", what,
 	    r->attempts);
-	lose_leader(c, now, why);
+	lose_leader(c, now, why, NULL);
 	return false;
 }
 
@@ -1059,7 +1109,7 @@ online_tick(struct client *c, int64_t now)
 		if (c->missed >= c->cfg.alive_misses) {
 			(void)snprintf(why, sizeof(why),
 			    "%d keepalives not answered", c->missed);
-			lose_leader(c, now, why);
+			lose_leader(c, now, why, NULL);
 			return;
 		}
 		wire_init(&m, WK_ALIVE, "", "", c->user);

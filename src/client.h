@@ -26,7 +26,9 @@
  * de-duplicate deliveries.  A leader that leaves keepalives or a message
  * unanswered through every retry is given up: the client looks for the
  * new one, logs in again and resends what was not acknowledged with the
- * same cids, which the relay de-duplicates.
+ * same cids, which the relay de-duplicates.  A new leader that says so
+ * itself (an unasked `leader` from the address it names, with a newer
+ * epoch) is followed the same way at once, without the search.
  */
 
 /* Body bytes as encoded on the wire, as the relay's RELAY_BODY_MAX. */

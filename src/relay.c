@@ -3425,16 +3425,9 @@ out:
 
 /* ---- queries --------------------------------------------------------- */
 
-int
-relay_user_get(
-    const struct relay *r, const char *name, struct relay_user_info *info)
+static void
+user_info(const struct relay_user *u, struct relay_user_info *info)
 {
-	const struct relay_user *u;
-	int64_t ui;
-
-	if (r == NULL || info == NULL || (ui = user_find(r, name)) == -1)
-		return -1;
-	u = &r->users[ui];
 	memset(info, 0, sizeof(*info));
 	strlcpy(info->name, u->name, sizeof(info->name));
 	strlcpy(info->addr, u->addr, sizeof(info->addr));
@@ -3445,6 +3438,26 @@ relay_user_get(
 	info->inflight = u->nslots;
 	info->cid_hi = u->cid_hi;
 	info->reg = u->reg;
+}
+
+int
+relay_user_get(
+    const struct relay *r, const char *name, struct relay_user_info *info)
+{
+	int64_t ui;
+
+	if (r == NULL || info == NULL || (ui = user_find(r, name)) == -1)
+		return -1;
+	user_info(&r->users[ui], info);
+	return 0;
+}
+
+int
+relay_online_get(const struct relay *r, size_t i, struct relay_user_info *info)
+{
+	if (r == NULL || info == NULL || i >= r->nonline)
+		return -1;
+	user_info(&r->users[r->online[i]], info);
 	return 0;
 }
 

@@ -178,7 +178,7 @@ struct relay_cfg {
 	size_t msg_bytes_max; /* message records held (bodies included) */
 };
 
-/* What relay_user_get reports. */
+/* What relay_user_get and relay_online_get report. */
 struct relay_user_info {
 	char name[USER_NAME_MAX];
 	char addr[RING_ADDR_MAX];
@@ -390,6 +390,12 @@ const char *relay_room_at(const struct relay *, size_t i, size_t *members);
 /* Members of a room, 0 when it does not exist. */
 size_t relay_room_members(const struct relay *, const char *room);
 size_t relay_online_count(const struct relay *);
+/*
+ * The i-th online user, 0 <= i < relay_online_count, in no particular
+ * order: 0 and *info filled, or -1 past the end.  Logins and logouts
+ * reorder the list: walk it with no relay call in between.
+ */
+int relay_online_get(const struct relay *, size_t i, struct relay_user_info *);
 /* Bytes the relay has allocated now (the outbox included). */
 size_t relay_memory(const struct relay *);
 

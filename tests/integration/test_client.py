@@ -217,16 +217,22 @@ def test_a_burst_longer_than_the_queue_should_arrive_whole_and_in_order(
     assert bob.finish() == 0
 
 
-def test_a_client_should_chat_through_a_kill9_of_the_leader(cluster_factory, clients):
-    c = cluster_factory(3).start_all()
-    leader = c.wait_leader(timeout=15)
-    alice = clients(c.disc_port, "alice", timeout=30)
-    bob = clients(c.disc_port, "bob", timeout=30)
+def ops_pair(c, make):
+    """alice and bob, script-mode clients made by make, both in #ops."""
+    alice = make(c.disc_port, "alice", timeout=30)
+    bob = make(c.disc_port, "bob", timeout=30)
     ready(alice, bob)
     alice.say("/join #ops")
     bob.say("/join #ops")
     alice.wait_event("joined")
     bob.wait_event("joined")
+    return alice, bob
+
+
+def test_a_client_should_chat_through_a_kill9_of_the_leader(cluster_factory, clients):
+    c = cluster_factory(3).start_all()
+    leader = c.wait_leader(timeout=15)
+    alice, bob = ops_pair(c, clients)
 
     n = 60
     for i in range(20):

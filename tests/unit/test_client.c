@@ -137,9 +137,10 @@ feed(struct client *c, int64_t now, const struct wire_msg *m, const char *addr)
 	collect(c);
 }
 
+/* A `leader` datagram naming uuid at addr:L_PORT, sent from src. */
 static void
-answer_where(struct client *c, int64_t now, uint64_t epoch, const char *uuid,
-    const char *addr)
+leader_from(struct client *c, int64_t now, uint64_t epoch, const char *uuid,
+    const char *addr, const char *src)
 {
 	struct wire_msg m;
 
@@ -148,7 +149,22 @@ answer_where(struct client *c, int64_t now, uint64_t epoch, const char *uuid,
 	wire_add(&m, "leader", uuid);
 	wire_add(&m, "addr", addr);
 	wire_add_u64(&m, "port", L_PORT);
-	feed(c, now, &m, addr);
+	feed(c, now, &m, src);
+}
+
+static void
+answer_where(struct client *c, int64_t now, uint64_t epoch, const char *uuid,
+    const char *addr)
+{
+	leader_from(c, now, epoch, uuid, addr, addr);
+}
+
+/* A new leader's unasked word that it leads: from its own address. */
+static void
+takeover(struct client *c, int64_t now, uint64_t epoch, const char *uuid,
+    const char *addr)
+{
+	leader_from(c, now, epoch, uuid, addr, addr);
 }
 
 /* ok re=KIND from addr, with cid (NO_CID: none) and id (0: none). */
@@ -217,9 +233,13 @@ cfg_test(void)
 	return cfg;
 }
 
-/* A client logged in to leader 1 at time 0, the relay knowing cid_hi. */
+/*
+ * A client logged in to leader 1 (at addr, epoch) at time 0, the relay
+ * knowing cid_hi.
+ */
 static void
-online_at(struct client *c, const char *addr, uint64_t cid_hi)
+online_in_epoch(
+    struct client *c, const char *addr, uint64_t cid_hi, uint64_t epoch)
 {
 	struct client_cfg cfg = cfg_test();
 
@@ -228,11 +248,17 @@ online_at(struct client *c, const char *addr, uint64_t cid_hi)
 	collect(c);
 	assert_int_equal(count_sent(WK_WHERE), 1);
 	assert_true(seen.discovery[0]);
-	answer_where(c, 0, 1, L1_UUID, addr);
+	answer_where(c, 0, epoch, L1_UUID, addr);
 	assert_non_null(sent(WK_LOGIN, 0));
 	answer_ok(c, 0, addr, WK_LOGIN, cid_hi, 0);
 	assert_int_equal(c->state, CS_ONLINE);
 	assert_non_null(event(CE_READY, 0));
+}
+
+static void
+online_at(struct client *c, const char *addr, uint64_t cid_hi)
+{
+	online_in_epoch(c, addr, cid_hi, 1);
 }
 
 /* Time passes with every keepalive answered, up to `until`. */
@@ -817,6 +843,202 @@ late_answers_from_an_old_leader_should_not_move_the_session(void **state)
 	client_free(&c);
 }
 
+/* ---- takeover: a new leader says it leads ----------------------------- */
+
+static void
+takeover_should_log_in_there_at_once_and_resend_with_the_same_cids(void **state)
+{
+	struct client c;
+	const struct client_out *o;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	assert_int_equal(client_send(&c, 0, "bob", "one"), 0);
+	assert_int_equal(client_send(&c, 0, "bob", "two"), 0);
+	assert_int_equal(client_send(&c, 0, "#lobby", "three"), 0);
+	collect(&c);
+	answer_ok(&c, 5, L1_ADDR, WK_MSG, 1, 11);
+	/* Leader 1 died; the new one says so long before our resends end. */
+	takeover(&c, 90, 2, L2_UUID, L2_ADDR);
+	assert_int_equal(c.state, CS_LOGIN);
+	assert_int_equal(c.failovers, 1);
+	o = event(CE_LOST, 0);
+	assert_non_null(o);
+	assert_string_equal(o->leader.addr, L1_ADDR);
+	assert_non_null(strstr(seen.text[0], "took over at epoch 2"));
+	o = event(CE_LEADER, 0);
+	assert_non_null(o);
+	assert_int_equal(o->leader.epoch, 2);
+	assert_string_equal(o->leader.addr, L2_ADDR);
+	/* No search: the login goes straight there, and nothing else. */
+	assert_int_equal(seen.nsends, 1);
+	assert_int_equal(count_sent(WK_LOGIN), 1);
+	assert_string_equal(seen.addr[0], L2_ADDR);
+	/* The relay had accepted cid 2 (its ok was lost with the leader). */
+	answer_ok(&c, 95, L2_ADDR, WK_LOGIN, 2, 0);
+	o = event(CE_RECONNECTED, 0);
+	assert_non_null(o);
+	assert_int_equal(o->n, 2);
+	assert_string_equal(o->leader.addr, L2_ADDR);
+	assert_int_equal(count_sent(WK_MSG), 2);
+	assert_int_equal(cid_of(sent(WK_MSG, 0)), 2);
+	assert_string_equal(sent(WK_MSG, 0)->body, "two");
+	assert_int_equal(cid_of(sent(WK_MSG, 1)), 3);
+	assert_string_equal(sent(WK_MSG, 1)->body, "three");
+	assert_string_equal(seen.addr[0], L2_ADDR);
+	assert_string_equal(seen.addr[1], L2_ADDR);
+	/* Its repeats (against loss) change nothing. */
+	takeover(&c, 190, 2, L2_UUID, L2_ADDR);
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	answer_ok(&c, 200, L2_ADDR, WK_MSG, 2, 12);
+	answer_ok(&c, 200, L2_ADDR, WK_MSG, 3, 13);
+	assert_int_equal(client_unacked(&c), 0);
+	assert_int_equal(c.acked, 3);
+	assert_int_equal(c.failovers, 1);
+	/* New messages continue above every cid used. */
+	assert_int_equal(client_send(&c, 300, "bob", "four"), 0);
+	collect(&c);
+	assert_int_equal(cid_of(sent(WK_MSG, 0)), 4);
+	client_free(&c);
+}
+
+static void
+takeover_while_logging_in_should_take_the_login_there(void **state)
+{
+	struct client c;
+	struct client_cfg cfg = cfg_test();
+
+	(void)state;
+	assert_int_equal(client_init(&c, &cfg, ME), 0);
+	client_start(&c, 0);
+	answer_where(&c, 0, 1, L1_UUID, L1_ADDR);
+	assert_int_equal(c.state, CS_LOGIN);
+	takeover(&c, 50, 2, L2_UUID, L2_ADDR);
+	assert_int_equal(c.state, CS_LOGIN);
+	assert_int_equal(count_sent(WK_LOGIN), 1);
+	assert_string_equal(seen.addr[0], L2_ADDR);
+	answer_ok(&c, 60, L2_ADDR, WK_LOGIN, 0, 0);
+	assert_int_equal(c.state, CS_ONLINE);
+	assert_non_null(event(CE_READY, 0));
+	assert_string_equal(c.leader.addr, L2_ADDR);
+	client_free(&c);
+}
+
+/* Nothing but a newer epoch from another leader, from its own address. */
+static void
+takeover_should_ignore_older_same_malformed_or_misaddressed_words(void **state)
+{
+	struct client c;
+	struct wire_msg m;
+	int i;
+
+	(void)state;
+	online_in_epoch(&c, L1_ADDR, 0, 5);
+	assert_int_equal(client_send(&c, 0, "bob", "hi"), 0);
+	collect(&c);
+	takeover(&c, 1, 4, L2_UUID, L2_ADDR); /* older */
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	takeover(&c, 2, 5, L2_UUID, L2_ADDR); /* the same epoch */
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	takeover(&c, 3, 6, L1_UUID, L1_ADDR); /* the leader we follow */
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	/* From another address than the one it names. */
+	leader_from(&c, 4, 6, L2_UUID, L2_ADDR, L1_ADDR);
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	/* To someone else, or to everyone. */
+	for (i = 0; i < 2; i++) {
+		wire_init(&m, WK_LEADER, i == 0 ? "bob" : "*", "srv", L2_UUID);
+		wire_add_u64(&m, "epoch", 6);
+		wire_add(&m, "leader", L2_UUID);
+		wire_add(&m, "addr", L2_ADDR);
+		wire_add_u64(&m, "port", L_PORT);
+		feed(&c, 5, &m, L2_ADDR);
+		assert_int_equal(seen.nsends + seen.nev, 0);
+	}
+	/* Malformed: each lacks or spoils one field. */
+	for (i = 0; i < 7; i++) {
+		wire_init(&m, WK_LEADER, ME, "srv", L2_UUID);
+		if (i != 0)
+			wire_add(&m, "epoch", i == 1 ? "6x" : "6");
+		if (i != 2)
+			wire_add(&m, "leader", i == 3 ? "not-a-uuid" : L2_UUID);
+		if (i != 4)
+			wire_add(&m, "addr", i == 5 ? "10.0.0.256" : L2_ADDR);
+		wire_add(&m, "port", i == 6 ? "0" : "45961");
+		feed(&c, 6, &m, L2_ADDR);
+		assert_int_equal(seen.nsends + seen.nev, 0);
+	}
+	assert_int_equal(c.state, CS_ONLINE);
+	assert_string_equal(c.leader.addr, L1_ADDR);
+	assert_int_equal(c.leader.epoch, 5);
+	assert_int_equal(c.failovers, 0);
+	/* Logging out: nobody to move to. */
+	answer_ok(&c, 7, L1_ADDR, WK_MSG, 1, 1);
+	client_quit(&c, 8, 5000);
+	collect(&c);
+	assert_int_equal(c.state, CS_LOGOUT);
+	takeover(&c, 9, 6, L2_UUID, L2_ADDR);
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	assert_int_equal(c.state, CS_LOGOUT);
+	client_free(&c);
+}
+
+/*
+ * Anyone can send one (until issue 8): a rogue naming itself with a huge
+ * epoch, that then says nothing, costs the login's resends and a search;
+ * the session comes back to the real leader with the same cids, and a
+ * real takeover still works after it (the epoch is not poisoned).
+ */
+static void
+forged_takeover_nobody_answers_should_end_in_the_normal_failover(void **state)
+{
+	static const char *rogue = "10.0.0.66";
+	struct client c;
+	int64_t t;
+	size_t i;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	assert_int_equal(client_send(&c, 0, "bob", "one"), 0);
+	assert_int_equal(client_send(&c, 0, "bob", "two"), 0);
+	collect(&c);
+	takeover(&c, 10, UINT64_MAX, L3_UUID, rogue);
+	assert_int_equal(c.state, CS_LOGIN);
+	assert_int_equal(count_sent(WK_LOGIN), 1);
+	assert_string_equal(seen.addr[0], rogue);
+	/* Only logins go to it, never a message; then it is given up. */
+	for (t = 20; c.state == CS_LOGIN && t < 10000; t += 10) {
+		tick(&c, t);
+		assert_int_equal(count_sent(WK_MSG), 0);
+		for (i = 0; i < seen.nsends; i++)
+			if (seen.sends[i].kind == WK_LOGIN)
+				assert_string_equal(seen.addr[i], rogue);
+	}
+	assert_int_equal(c.state, CS_SEARCHING);
+	assert_true(t < 2600);
+	assert_non_null(event(CE_LOST, 0));
+	assert_int_equal(count_sent(WK_WHERE), 1);
+	/* The servers name leader 1, alive all along. */
+	answer_where(&c, t, 1, L1_UUID, L1_ADDR);
+	assert_int_equal(count_sent(WK_LOGIN), 1);
+	assert_string_equal(seen.addr[0], L1_ADDR);
+	answer_ok(&c, t + 1, L1_ADDR, WK_LOGIN, 0, 0);
+	assert_non_null(event(CE_RECONNECTED, 0));
+	assert_int_equal(count_sent(WK_MSG), 2);
+	assert_int_equal(cid_of(sent(WK_MSG, 0)), 1);
+	assert_int_equal(cid_of(sent(WK_MSG, 1)), 2);
+	assert_int_equal(c.leader.epoch, 1);
+	answer_ok(&c, t + 2, L1_ADDR, WK_MSG, 1, 11);
+	answer_ok(&c, t + 2, L1_ADDR, WK_MSG, 2, 12);
+	assert_int_equal(client_unacked(&c), 0);
+	assert_int_equal(c.acked, 2);
+	/* A real takeover afterwards is followed. */
+	takeover(&c, t + 3, 2, L2_UUID, L2_ADDR);
+	assert_int_equal(count_sent(WK_LOGIN), 1);
+	assert_string_equal(seen.addr[0], L2_ADDR);
+	client_free(&c);
+}
+
 /* ---- log-in ---------------------------------------------------------- */
 
 static void
@@ -1119,7 +1341,7 @@ hostile_datagrams_should_change_nothing(void **state)
 	wire_add(&m, "part", "1");
 	wire_add(&m, "parts", "99999999999");
 	feed(&c, 3, &m, L1_ADDR);
-	answer_where(&c, 4, 99, L2_UUID, L2_ADDR);
+	leader_from(&c, 4, 99, L2_UUID, L2_ADDR, "10.0.0.66");
 	wire_init(&m, WK_LEADER, ME, "x", L2_UUID);
 	wire_add(&m, "leader", "not-a-uuid");
 	wire_add(&m, "addr", "999.1.1.1");
@@ -1181,6 +1403,14 @@ main(void)
 		not_leader_with_a_hint_should_take_the_login_to_the_named_leader),
 	    cmocka_unit_test(
 		late_answers_from_an_old_leader_should_not_move_the_session),
+	    cmocka_unit_test(
+		takeover_should_log_in_there_at_once_and_resend_with_the_same_cids),
+	    cmocka_unit_test(
+		takeover_while_logging_in_should_take_the_login_there),
+	    cmocka_unit_test(
+		takeover_should_ignore_older_same_malformed_or_misaddressed_words),
+	    cmocka_unit_test(
+		forged_takeover_nobody_answers_should_end_in_the_normal_failover),
 	    cmocka_unit_test(unknown_user_should_register_then_log_in),
 	    cmocka_unit_test(
 		name_taken_should_end_the_session_with_a_fatal_error),

@@ -578,6 +578,63 @@ login_should_record_the_address_and_report_the_highest_cid(void **state)
 	relay_free(&r);
 }
 
+/*
+ * A new leader walks its online users to tell them it leads: a backup's
+ * replica lists the same sessions as the leader's, each once with its
+ * address, and none of those logged out.
+ */
+static void
+online_get_should_list_each_online_user_once_on_every_replica(void **state)
+{
+	static const char *const names[] = {"alice", "carol", "dave"};
+	static const char *const addrs[] = {A_ADDR, C_ADDR, "10.0.0.4"};
+	struct relay_user_info ui;
+	struct relay L, B;
+	const struct relay *rs[2] = {&L, &B};
+	size_t i, k, r, seen[3];
+
+	(void)state;
+	init_leader(&L, NULL);
+	init_backup(&B, NULL);
+	assert_int_equal(relay_online_get(&L, 0, &ui), -1);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(
+		    relay_on_newu(&L, 0, names[i], addrs[i], PORT), RELAY_OK);
+		assert_int_equal(
+		    relay_on_login(&L, 0, names[i], addrs[i], PORT), RELAY_OK);
+	}
+	assert_int_equal(relay_on_newu(&L, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	assert_int_equal(relay_on_login(&L, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	assert_int_equal(relay_on_logout(&L, 1, "bob", B_ADDR, PORT), RELAY_OK);
+	/* eve registered, never logged in */
+	assert_int_equal(relay_on_newu(&L, 1, "eve", B_ADDR, PORT), RELAY_OK);
+	replicate(&L, &B, 1);
+	relay_drain(&L);
+	for (r = 0; r < 2; r++) {
+		memset(seen, 0, sizeof(seen));
+		assert_int_equal(relay_online_count(rs[r]), 3);
+		for (i = 0; relay_online_get(rs[r], i, &ui) == 0; i++) {
+			assert_true(ui.online);
+			assert_int_equal(ui.port, PORT);
+			for (k = 0; k < 3 && strcmp(ui.name, names[k]) != 0;
+			     k++)
+				;
+			assert_true(k < 3);
+			assert_string_equal(ui.addr, addrs[k]);
+			seen[k]++;
+		}
+		assert_int_equal(i, 3);
+		for (k = 0; k < 3; k++)
+			assert_int_equal(seen[k], 1);
+		assert_int_equal(relay_online_get(rs[r], 3, &ui), -1);
+		assert_int_equal(relay_online_get(rs[r], SIZE_MAX, &ui), -1);
+	}
+	assert_int_equal(relay_online_get(NULL, 0, &ui), -1);
+	assert_int_equal(relay_online_get(&L, 0, NULL), -1);
+	relay_free(&L);
+	relay_free(&B);
+}
+
 static void
 logout_should_mark_offline_and_require_a_new_login(void **state)
 {
@@ -2515,6 +2572,8 @@ main(void)
 		login_should_record_the_address_and_report_the_highest_cid),
 	    cmocka_unit_test(
 		logout_should_mark_offline_and_require_a_new_login),
+	    cmocka_unit_test(
+		online_get_should_list_each_online_user_once_on_every_replica),
 	    cmocka_unit_test(
 		requests_without_a_valid_source_address_should_not_be_answered),
 	    cmocka_unit_test(requests_to_a_backup_should_answer_not_leader),
