@@ -1228,15 +1228,7 @@ client_next_deadline(const struct client *c)
 size_t
 client_encoded_len(const char *s)
 {
-	const unsigned char *p;
-	size_t n = 0;
-
-	for (p = (const unsigned char *)s; *p != '\0'; p++)
-		n += *p == '%' || *p == '@' || *p == '=' || *p < 0x20 ||
-			*p == 0x7f
-		    ? 3
-		    : 1;
-	return n;
+	return wire_escaped_len(s, strlen(s));
 }
 
 const char *

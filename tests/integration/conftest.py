@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+import test_client  # the script-mode client
 from cluster import RINGCHATD, Cluster
 
 
@@ -33,3 +34,17 @@ def cluster_factory(tmp_path):
                 for marker in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
                     if marker in text:
                         pytest.fail(f"{s.name}: {marker} report in {s.log}")
+
+
+@pytest.fixture
+def clients():
+    made = []
+
+    def make(*args, **kw):
+        c = test_client.Client(*args, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.kill()

@@ -17,14 +17,24 @@ from cluster import RINGCHAT, free_ports, wait_for
 
 
 class Client:
-    """One ringchat process in script mode; its events collected as they come."""
+    """One ringchat process in script mode; its events collected as they
+    come, each stamped with "_t", time.monotonic() when read (the client
+    flushes every line)."""
+
+    wait_timeout = 10  # seconds, unless a call says otherwise
+    finish_timeout = 20
 
     def __init__(self, disc_port, user, *extra, timeout=15):
         args = [RINGCHAT, "--user", user, "--discovery-port", str(disc_port),
                 "--timeout", str(timeout), *extra]
+        self._start(user, user, subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE))
+
+    def _start(self, user, label, proc):
         self.user = user
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.label = label
+        self.proc = proc
         self.events = []
         self.stderr = b""
         self.lock = threading.Lock()
@@ -36,6 +46,7 @@ class Client:
     def _read(self):
         for line in self.proc.stdout:
             ev = json.loads(line)  # every line must be one JSON object
+            ev["_t"] = time.monotonic()
             with self.lock:
                 self.events.append(ev)
 
@@ -43,21 +54,20 @@ class Client:
         self.stderr = self.proc.stderr.read()
 
     def say(self, *lines):
-        for line in lines:
-            self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.write("".join(line + "\n" for line in lines).encode())
         self.proc.stdin.flush()
 
     def named(self, name):
         with self.lock:
             return [e for e in self.events if e["event"] == name]
 
-    def wait(self, pred, timeout=10, what="an event"):
+    def wait(self, pred, timeout=None, what="an event"):
         def find():
             with self.lock:
                 return next((e for e in self.events if pred(e)), None)
-        return wait_for(find, timeout, f"{self.user}: {what}")
+        return wait_for(find, timeout or self.wait_timeout, f"{self.label}: {what}")
 
-    def wait_event(self, name, timeout=10, **match):
+    def wait_event(self, name, timeout=None, **match):
         return self.wait(lambda e: e["event"] == name and
                          all(e.get(k) == v for k, v in match.items()),
                          timeout, f"{name} {match}")
@@ -65,13 +75,19 @@ class Client:
     def messages(self):
         return self.named("message")
 
-    def finish(self, timeout=20):
+    def texts(self):
+        return [m["text"] for m in self.messages()]
+
+    def acked(self):
+        return len(self.named("acknowledged"))
+
+    def finish(self, timeout=None):
         """EOF on stdin: the client waits for its acks, logs out, exits."""
         try:
             self.proc.stdin.close()
         except OSError:
             pass
-        rc = self.proc.wait(timeout=timeout)
+        rc = self.proc.wait(timeout=timeout or self.finish_timeout)
         self.reader.join(timeout=5)
         self.err_reader.join(timeout=5)
         return rc
@@ -80,20 +96,6 @@ class Client:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def clients():
-    made = []
-
-    def make(*args, **kw):
-        c = Client(*args, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.kill()
 
 
 def ready(*cs):

@@ -3,51 +3,22 @@
 under a second later, not after their resends to the dead leader run out
 (about 2.5 s), with nothing lost or shown twice."""
 
-import json
 import signal
 import time
 
-import pytest
-
 from cluster import wait_for
-from test_client import Client, ops_pair
+from test_client import ops_pair
 
 # The election takes ~0.1 s on loopback; before announcements the clients
 # took ~2.7 s (five unanswered sends, then `where`).
 BOUND_S = 1.5
 
 
-class StampedClient(Client):
-    """A Client whose events carry "_t", time.monotonic() when read (the
-    client flushes every line)."""
-
-    def _read(self):
-        for line in self.proc.stdout:
-            ev = json.loads(line)
-            ev["_t"] = time.monotonic()
-            with self.lock:
-                self.events.append(ev)
-
-
-@pytest.fixture
-def stamped():
-    made = []
-
-    def make(*args, **kw):
-        c = StampedClient(*args, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.kill()
-
-
 def test_clients_should_follow_a_new_leader_at_once_after_a_kill9(
-        cluster_factory, stamped):
+        cluster_factory, clients):
     c = cluster_factory(3).start_all()
     leader = c.wait_leader(timeout=15)
-    alice, bob = ops_pair(c, stamped)
+    alice, bob = ops_pair(c, clients)
 
     n = 60
     for i in range(20):

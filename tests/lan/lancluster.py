@@ -7,12 +7,10 @@ directory; clients run on other hosts.  Everything is ended by PID when the
 cluster stops, and the LAN's namespaces are removed by the fixture.
 """
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -22,6 +20,7 @@ import ringlan  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import cluster as loopback  # noqa: E402
+import test_client as loopback_client  # noqa: E402
 from cluster import ordered_uuids, wait_for  # noqa: E402,F401
 
 BUILD = os.environ.get("RINGCHAT_BUILD", os.path.join(ROOT, "build"))
@@ -84,77 +83,20 @@ class Server(loopback.Server):
             return ""
 
 
-class Client:
-    """The real ringchat client in script mode on a host; its JSON events
-    collected as they come."""
+class Client(loopback_client.Client):
+    """The real ringchat client in script mode on a host of the LAN (events
+    and process handling as on loopback)."""
+
+    wait_timeout = 15
+    finish_timeout = 30
 
     def __init__(self, host, user, *extra, timeout=30):
         self.host = host
-        self.user = user
         args = [RINGCHAT, "--user", user, "--iface", ringlan.IFACE,
                 "--timeout", str(timeout), *extra]
-        self.proc = host.popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-        self.events = []
-        self.stderr = b""
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.err_reader = threading.Thread(target=self._read_err, daemon=True)
-        self.err_reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            ev = json.loads(line)  # every line must be one JSON object
-            with self.lock:
-                self.events.append(ev)
-
-    def _read_err(self):
-        self.stderr = self.proc.stderr.read()
-
-    def say(self, *lines):
-        self.proc.stdin.write("".join(line + "\n" for line in lines).encode())
-        self.proc.stdin.flush()
-
-    def named(self, name):
-        with self.lock:
-            return [e for e in self.events if e["event"] == name]
-
-    def wait(self, pred, timeout=15, what="an event"):
-        def find():
-            with self.lock:
-                return next((e for e in self.events if pred(e)), None)
-        return wait_for(find, timeout, f"{self.user}@{self.host.name}: {what}")
-
-    def wait_event(self, name, timeout=15, **match):
-        return self.wait(lambda e: e["event"] == name and
-                         all(e.get(k) == v for k, v in match.items()),
-                         timeout, f"{name} {match}")
-
-    def messages(self):
-        return self.named("message")
-
-    def texts(self):
-        return [m["text"] for m in self.messages()]
-
-    def acked(self):
-        return len(self.named("acknowledged"))
-
-    def finish(self, timeout=30):
-        """EOF on stdin: the client waits for its acks, logs out, exits."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        rc = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=5)
-        self.err_reader.join(timeout=5)
-        return rc
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self._start(user, f"{user}@{host.name}", host.popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE))
 
 
 class LanCluster:
