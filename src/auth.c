@@ -851,6 +851,90 @@ auth_window_update(struct auth_window *w, uint64_t ctr)
 
 /* Encrypted fields between servers. */
 
+#define BOX_MAGIC   0xfe
+#define BOX_VERSION 0x01
+#define BOX_SENDER  2
+#define BOX_NONCE   (BOX_SENDER + 16)
+#define BOX_RANDOM  16
+#define BOX_CTR	    (BOX_NONCE + BOX_RANDOM)
+#define BOX_HEADER  (BOX_NONCE + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+_Static_assert(BOX_CTR + 8 == BOX_HEADER, "box nonce = random || counter");
+_Static_assert(
+    BOX_HEADER + crypto_aead_xchacha20poly1305_ietf_ABYTES == AUTH_BOX_OVERHEAD,
+    "AUTH_BOX_OVERHEAD");
+
+enum auth_err
+auth_s2s_box(const struct auth_cluster *c, const uint8_t sender[16],
+    uint64_t ctr, const void *dgram, size_t len, void *out, size_t outsz,
+    size_t *outlen)
+{
+	uint8_t buf[WIRE_MAX];
+	unsigned long long clen;
+	enum auth_err e;
+
+	if (c == NULL || sender == NULL || (dgram == NULL && len > 0) ||
+	    out == NULL || outlen == NULL)
+		return AUTH_EARG;
+	if ((e = ready()) != AUTH_OK)
+		return e;
+	if (len > WIRE_MAX - AUTH_BOX_OVERHEAD ||
+	    len + AUTH_BOX_OVERHEAD > outsz)
+		return AUTH_ETOOBIG;
+	buf[0] = BOX_MAGIC;
+	buf[1] = BOX_VERSION;
+	memcpy(buf + BOX_SENDER, sender, 16);
+	randombytes_buf(buf + BOX_NONCE, BOX_RANDOM);
+	put_be64(buf + BOX_CTR, ctr);
+	/* The header (nonce included) is the associated data. */
+	(void)crypto_aead_xchacha20poly1305_ietf_encrypt(buf + BOX_HEADER,
+	    &clen, dgram, len, buf, BOX_HEADER, NULL, buf + BOX_NONCE,
+	    c->field_key);
+	memcpy(out, buf, BOX_HEADER + (size_t)clen);
+	*outlen = BOX_HEADER + (size_t)clen;
+	return AUTH_OK;
+}
+
+bool
+auth_s2s_is_boxed(const void *data, size_t len)
+{
+	return data != NULL && len > 0 &&
+	    ((const uint8_t *)data)[0] == BOX_MAGIC;
+}
+
+enum auth_err
+auth_s2s_unbox(const struct auth_cluster *c, const void *data, size_t len,
+    uint8_t sender[16], uint64_t *ctr, void *out, size_t outsz, size_t *outlen)
+{
+	const uint8_t *d = data;
+	uint8_t pt[WIRE_MAX];
+	unsigned long long plen;
+	enum auth_err e;
+
+	if (c == NULL || (data == NULL && len > 0) || sender == NULL ||
+	    ctr == NULL || (out == NULL && outsz > 0) || outlen == NULL)
+		return AUTH_EARG;
+	if ((e = ready()) != AUTH_OK)
+		return e;
+	if (len < AUTH_BOX_OVERHEAD || len > WIRE_MAX || d[0] != BOX_MAGIC ||
+	    d[1] != BOX_VERSION)
+		return AUTH_EMALFORMED;
+	if (len - AUTH_BOX_OVERHEAD > outsz)
+		return AUTH_ETOOBIG;
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &plen, NULL,
+		d + BOX_HEADER, len - BOX_HEADER, d, BOX_HEADER, d + BOX_NONCE,
+		c->field_key) != 0) {
+		sodium_memzero(pt, sizeof(pt));
+		return AUTH_EBADMAC;
+	}
+	memcpy(sender, d + BOX_SENDER, 16);
+	*ctr = get_be64(d + BOX_CTR);
+	if (plen > 0)
+		memcpy(out, pt, (size_t)plen);
+	*outlen = (size_t)plen;
+	sodium_memzero(pt, sizeof(pt));
+	return AUTH_OK;
+}
+
 enum auth_err
 auth_field_seal(const struct auth_cluster *c, const void *ad, size_t adlen,
     const void *pt, size_t ptlen, char *out, size_t outsz, size_t *outlen)

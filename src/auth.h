@@ -239,6 +239,34 @@ enum auth_err
 auth_field_open(const struct auth_cluster *, const void *ad, size_t adlen,
     const char *text, size_t textlen, void *out, size_t outsz, size_t *outlen);
 
+/*
+ * Confidential server datagrams (repl and snap carry chat text and user
+ * records): the whole encoded datagram encrypted and authenticated with
+ * XChaCha20-Poly1305 under the cluster's field key, in a binary box
+ *
+ *   0xfe 0x01 | sender UUID (16) | nonce (24: 16 random, then the
+ *   counter, 8 BE) | ciphertext and tag (16)
+ *
+ * with the 42-byte header as associated data: AUTH_BOX_OVERHEAD bytes in
+ * all, fewer than the MAC trailer's.  0xfe never begins a wire datagram.
+ * The receiver checks the counter against the sender's window, as for
+ * sealed datagrams, and that the inner datagram's `from` is the sender.
+ */
+#define AUTH_BOX_OVERHEAD 58
+enum auth_err auth_s2s_box(const struct auth_cluster *,
+    const uint8_t sender[16], uint64_t ctr, const void *dgram, size_t len,
+    void *out, size_t outsz, size_t *outlen);
+/* True when data looks like a box (its first byte). */
+bool auth_s2s_is_boxed(const void *data, size_t len);
+/*
+ * AUTH_EMALFORMED (too short, another magic or version), AUTH_ETOOBIG
+ * (out too small), AUTH_EBADMAC; on success the sender, the counter and
+ * the inner datagram.
+ */
+enum auth_err
+auth_s2s_unbox(const struct auth_cluster *, const void *data, size_t len,
+    uint8_t sender[16], uint64_t *ctr, void *out, size_t outsz, size_t *outlen);
+
 /* Passwords: Argon2id strings as crypto_pwhash_str writes them. */
 enum auth_err
 auth_pw_hash(const char *pw, size_t pwlen, char out[AUTH_PWHASH_SIZE]);

@@ -1,5 +1,6 @@
 /* chat: ringchatd's chat service: client datagrams, relay, replication. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pwworker.h"
 #include "server.h"
 
 #define USERS_WRITE_DELAY_MS 50
@@ -15,6 +17,9 @@
 #define MERGE_TRIES	     3
 /* chat.log beyond this: a snapshot replaces it (chat.snap). */
 #define JOURNAL_COMPACT_BYTES (16u << 20)
+/* The password worker's results are client work: the data port's rank. */
+#define PW_PRIO	  3
+#define PW_LOG_MS 10000
 
 static void chat_flush(struct server *, int64_t now);
 
@@ -488,8 +493,21 @@ send_reply(struct server *s, const struct relay_out *o)
 		wire_init(&m, WK_ERR, o->user, relay_err_code(o->err),
 		    server_self_id(s));
 		wire_add(&m, "code", relay_err_code(o->err));
-		if (o->err == RELAY_ERENAMED && o->text != NULL)
+		if (o->err == RELAY_ERENAMED && o->text != NULL) {
+			struct relay_user_info u;
+
 			wire_add(&m, "name", o->text);
+			/*
+			 * A merged user's session may be unknown here: it
+			 * came with the user (relay_merge).
+			 */
+			if (relay_user_get(&s->chat.relay, o->text, &u) == 0 &&
+			    u.key[0] != '\0')
+				(void)server_session_bind(
+				    s, u.key, o->addr, o->port);
+		}
+		if (o->err == RELAY_ESLOW_DOWN)
+			wire_add_u64(&m, "retry_ms", o->retry_ms);
 	}
 	wire_add(&m, "re", wire_kind_name(o->re));
 	if (o->has_cid)
@@ -633,6 +651,196 @@ reply_not_leader(
 	server_send(s, s->data_fd, from, &r);
 }
 
+/* ---- passwords ---------------------------------------------------- */
+
+/* A result of the password worker, in the session it was asked in. */
+static void
+pw_done(struct server *s, const struct pw_job *j, int64_t now)
+{
+	struct chat *c = &s->chat;
+	struct relay *r = &c->relay;
+	struct relay_user_info u;
+
+	if (!c->leader || j->gen != c->pw_gen) {
+		c->pw_dropped++; /* asked of another leadership */
+		return;
+	}
+	(void)relay_set_source_key(r, j->key);
+	if (j->result == AUTH_ENOMEM) {
+		relay_refuse(r, j->kind == PW_HASH ? WK_NEWU : WK_LOGIN,
+		    RELAY_ENOMEM, j->user, j->addr, j->port, 0);
+	} else if (j->kind == PW_HASH) {
+		if (j->result == AUTH_OK)
+			relay_on_newu_pw(
+			    r, now, j->user, j->addr, j->port, j->hash);
+		else
+			relay_refuse(r, WK_NEWU, RELAY_EARG, j->user, j->addr,
+			    j->port, 0);
+	} else if (relay_user_get(r, j->user, &u) == -1 ||
+	    strcmp(u.pwhash, j->hash) != 0) {
+		c->pw_dropped++; /* checked against what is no longer there */
+	} else if (j->result == AUTH_OK || j->result == AUTH_EPW_WRONG) {
+		relay_on_login_pw(
+		    r, now, j->user, j->addr, j->port, j->result == AUTH_OK);
+	} else {
+		/* users.json and the journal check hashes: not expected. */
+		log_limited(&c->pw_limit, now, PW_LOG_MS,
+		    "user %s: the stored password hash cannot be used (%s)",
+		    j->user, auth_strerror(j->result));
+		relay_refuse(
+		    r, WK_LOGIN, RELAY_EARG, j->user, j->addr, j->port, 0);
+	}
+	(void)relay_set_source_key(r, NULL);
+}
+
+static void
+pw_readable(struct loop *l, int fd, void *arg)
+{
+	struct server *s = arg;
+	int64_t now = loop_now_ms();
+	struct pw_job j;
+	bool any = false;
+
+	(void)l;
+	(void)fd;
+	while (s->chat.pw != NULL && pwworker_result(s->chat.pw, &j) == 1) {
+		pw_done(s, &j, now);
+		any = true;
+	}
+	if (any)
+		chat_flush(s, now);
+}
+
+/* The password worker, started (and registered with the loop) lazily. */
+static struct pwworker *
+pw_worker(struct server *s, int64_t now)
+{
+	struct chat *c = &s->chat;
+
+	if (c->pw != NULL)
+		return c->pw;
+	if ((c->pw = pwworker_start(PWWORKER_QUEUE_MAX)) == NULL) {
+		log_limited(&c->pw_limit, now, PW_LOG_MS,
+		    "password worker: %s: passwords answered busy",
+		    strerror(errno));
+		return NULL;
+	}
+	if (loop_add_fd(
+		&s->loop, pwworker_fd(c->pw), PW_PRIO, pw_readable, s) == -1) {
+		log_limited(&c->pw_limit, now, PW_LOG_MS,
+		    "password worker: no room in the loop: passwords answered "
+		    "busy");
+		pwworker_stop(c->pw);
+		c->pw = NULL;
+		return NULL;
+	}
+	log_info("password worker started");
+	return c->pw;
+}
+
+/*
+ * Hands a password to the worker: hashed for a newu (PW_HASH), checked
+ * against hash for a login (PW_VERIFY).  A resend (same user and key)
+ * while its job waits is ignored, the job answers it; another login of
+ * the user meanwhile is told to slow down, so that guesses cannot run
+ * in parallel past the delays.
+ */
+static void
+pw_submit(struct server *s, enum pw_kind kind, const char *user,
+    const char *addr, uint16_t port, const char *pw, const char *hash,
+    int64_t now)
+{
+	enum wire_kind re = kind == PW_HASH ? WK_NEWU : WK_LOGIN;
+	struct chat *c = &s->chat;
+	struct relay *r = &c->relay;
+	size_t len = strlen(pw), same = 0;
+	struct pwworker *w;
+	struct pw_job job;
+
+	if (len == 0 || len > AUTH_PW_MAX) {
+		relay_refuse(r, re, RELAY_EARG, user, addr, port, 0);
+		return;
+	}
+	if ((w = pw_worker(s, now)) == NULL) {
+		relay_refuse(r, re, RELAY_ENOMEM, user, addr, port, 0);
+		return;
+	}
+	if (pwworker_count(w, kind, user, s->req_key, &same) > 0) {
+		if (same > 0) {
+			c->pw_resends++;
+			return;
+		}
+		if (kind == PW_VERIFY) {
+			relay_refuse(r, re, RELAY_ESLOW_DOWN, user, addr, port,
+			    CHAT_PW_BUSY_MS);
+			return;
+		}
+	}
+	memset(&job, 0, sizeof(job));
+	job.kind = kind;
+	job.gen = c->pw_gen;
+	strlcpy(job.user, user, sizeof(job.user));
+	strlcpy(job.addr, addr, sizeof(job.addr));
+	job.port = port;
+	strlcpy(job.key, s->req_key, sizeof(job.key));
+	if (hash != NULL)
+		strlcpy(job.hash, hash, sizeof(job.hash));
+	if (pwworker_submit(w, &job, pw, len) == -1) {
+		c->pw_busy++;
+		relay_refuse(r, re, RELAY_ENOMEM, user, addr, port, 0);
+		return;
+	}
+	c->pw_jobs++;
+}
+
+/* newu, with a password (wire extension pw) or, in an open cluster, none. */
+static void
+client_newu(struct server *s, const struct wire_msg *m, const char *addr,
+    uint16_t port, int64_t now)
+{
+	struct relay *r = &s->chat.relay;
+	const char *pw = wire_get(m, "pw");
+
+	if (!relay_newu_registers(r, m->from))
+		relay_on_newu(r, now, m->from, addr, port); /* no hash needed */
+	else if (pw != NULL)
+		pw_submit(s, PW_HASH, m->from, addr, port, pw, NULL, now);
+	else if (s->keyed)
+		relay_refuse(
+		    r, WK_NEWU, RELAY_EPW_REQUIRED, m->from, addr, port, 0);
+	else
+		relay_on_newu(r, now, m->from, addr, port);
+}
+
+/* login: a user with a password has it verified off the loop first. */
+static void
+client_login(struct server *s, const struct wire_msg *m, const char *addr,
+    uint16_t port, int64_t now)
+{
+	struct relay *r = &s->chat.relay;
+	const char *pw = wire_get(m, "pw");
+	struct relay_user_info u;
+	bool resend;
+	uint32_t wait;
+
+	/* No password needed, or none given (password_required). */
+	if (pw == NULL || !relay_login_wants_pw(r, m->from, addr, port) ||
+	    relay_user_get(r, m->from, &u) == -1) {
+		relay_on_login(r, now, m->from, addr, port);
+		return;
+	}
+	if ((wait = relay_pw_wait(r, now, m->from, addr, port, &resend)) > 0) {
+		/* The same login again: its bad_password is on its way. */
+		if (!resend)
+			relay_refuse(r, WK_LOGIN, RELAY_ESLOW_DOWN, m->from,
+			    addr, port, wait);
+		return;
+	}
+	pw_submit(s, PW_VERIFY, m->from, addr, port, pw, u.pwhash, now);
+}
+
+/* ---- client datagrams: the rest --------------------------------------- */
+
 void
 chat_on_client(struct server *s, const struct wire_msg *m,
     const struct sockaddr_in *from, int64_t now)
@@ -643,6 +851,8 @@ chat_on_client(struct server *s, const struct wire_msg *m,
 	uint16_t port = ntohs(from->sin_port);
 	uint64_t n = 0, after = 0;
 
+	/* The session the request came in binds (newu, login) or checks. */
+	(void)relay_set_source_key(r, s->req_key);
 	if (!c->leader) {
 		reply_not_leader(s, m, from);
 		return;
@@ -651,10 +861,10 @@ chat_on_client(struct server *s, const struct wire_msg *m,
 		return;
 	switch (m->kind) {
 	case WK_NEWU:
-		relay_on_newu(r, now, m->from, addr, port);
+		client_newu(s, m, addr, port, now);
 		break;
 	case WK_LOGIN:
-		relay_on_login(r, now, m->from, addr, port);
+		client_login(s, m, addr, port, now);
 		break;
 	case WK_LOGOUT:
 		relay_on_logout(r, now, m->from, addr, port);
@@ -847,6 +1057,15 @@ snap_rx(struct server *s, const struct wire_msg *m, uint64_t v, uint64_t off,
 		c->want_snap = true;
 		free(c->offer); /* merged already, or not wanted */
 		c->offer = NULL;
+	}
+	/*
+	 * rx holds rx_total bytes: a chunk that says another total for the
+	 * same snapshot could run past it (chat_on_snap checked off + blen
+	 * against its own total only).  Not the leader's: refused.
+	 */
+	if (c->rx != NULL && v == c->rx_version && total != c->rx_total) {
+		c->client_bad++;
+		return;
 	}
 	if (c->rx == NULL || v != c->rx_version || off != c->rx_len) {
 		if (now >= c->need_ms)
@@ -1056,7 +1275,7 @@ chat_on_snap(struct server *s, const struct member *from,
 	if (wire_get_u64(m, "v", &v) == -1 ||
 	    wire_get_u64(m, "off", &off) == -1 ||
 	    wire_get_u64(m, "total", &total) == -1 || total > CHAT_SNAP_MAX ||
-	    off + blen > total) {
+	    off > total || blen > total - off) {
 		c->client_bad++;
 		return;
 	}
@@ -1194,6 +1413,9 @@ announce(struct server *s, int64_t now)
 		if (net_sockaddr(&to, u.addr, u.port) == -1 ||
 		    server_leader_msg(s, u.name, lb, &m) == -1)
 			continue;
+		/* Its session is known from the replicated user only. */
+		if (u.key[0] != '\0')
+			(void)server_session_bind(s, u.key, u.addr, u.port);
 		server_send(s, s->data_fd, &to, &m);
 		n++;
 	}
@@ -1228,6 +1450,7 @@ chat_become_leader(struct server *s, int64_t now)
 		    (uint64_t)(s->ring.self.b[i] ^ s->ring.self.b[i + 8]);
 	c->relay.origin = origin;
 	c->leader = true;
+	c->pw_gen++; /* password results asked before are dropped */
 	relay_become_leader(&c->relay, now);
 	/* Before the deliveries sent again: the clients come sooner. */
 	c->announce_left = 1 + CHAT_ANNOUNCE_REPEATS;
@@ -1246,6 +1469,7 @@ chat_become_backup(struct server *s, int64_t now)
 		relay_become_backup(&c->relay);
 	relay_drain(&c->relay);
 	c->leader = false;
+	c->pw_gen++;
 	for (i = 0; i < RING_MAX; i++)
 		peer_reset(&c->peers[i]);
 	c->nwait = c->wait_head = 0;
@@ -1456,6 +1680,7 @@ seed_from_users(struct server *s)
 		strlcpy(op.user, u->name, sizeof(op.user));
 		strlcpy(op.addr, u->addr, sizeof(op.addr));
 		op.port = u->port;
+		strlcpy(op.pwhash, u->password, sizeof(op.pwhash));
 		if (relay_apply(&c->relay, &op) != RELAY_OK) {
 			log_warnx("users.json: user %s (%s:%u) cannot be "
 				  "registered: left out",
@@ -1546,6 +1771,11 @@ chat_free(struct server *s)
 	struct chat *c = &s->chat;
 	size_t i;
 
+	if (c->pw != NULL) {
+		loop_del_fd(&s->loop, pwworker_fd(c->pw));
+		pwworker_stop(c->pw); /* joins; queued passwords are wiped */
+		c->pw = NULL;
+	}
 	if (c->users_dirty)
 		users_write(s);
 	journal_sync(s);

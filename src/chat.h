@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "relay.h"
 #include "ring.h"
 #include "store.h"
@@ -29,6 +30,13 @@
  * it was not sent yet, batched, up to CHAT_PIPE_MAX beyond what it
  * acknowledged; no progress for CHAT_RESEND_MS sends again from the
  * acknowledged version (go-back-N).
+ *
+ * Passwords (docs/RELAY.md, "Passwords"): a newu or login with a `pw`
+ * extension is hashed or verified on the password worker's thread
+ * (src/pwworker.c, started at the first password), and the relay is
+ * called with the outcome when the result comes back to the loop, in
+ * the session (key) the request came in.  A result from before a
+ * change of role is dropped: the client asks again.
  */
 
 #define CHAT_LOG_MAX	 4096 /* ops kept to resend to a lagging backup */
@@ -43,6 +51,8 @@
  * kind, two UUIDs, the epoch, v and n fields and the seal (--cluster-key). */
 #define CHAT_REPL_BYTES RELAY_OP_WIRE_MAX
 #define CHAT_SNAP_MAX	(64u << 20)
+/* Another login of the user is being checked: try again after this. */
+#define CHAT_PW_BUSY_MS 100
 /*
  * A new leader tells its online users at once that it leads, then again
  * CHAT_ANNOUNCE_MS later and twice that after (against loss).
@@ -52,6 +62,7 @@
 
 struct server;
 struct member;
+struct pwworker;
 
 struct chat_logent {
 	uint64_t version;
@@ -121,9 +132,14 @@ struct chat {
 	/* the chat journal: chat.snap and chat.log in the state directory */
 	struct store_journal journal;
 	bool journal_broken; /* a write failed: logged once */
+	/* leader: passwords hashed and verified off the loop (lazily) */
+	struct pwworker *pw;
+	uint64_t pw_gen; /* bumped by every change of role: older jobs drop */
+	struct log_limit pw_limit;
 	/* counters */
 	uint64_t repl_sent, repl_resent, snaps_sent, snaps_received;
 	uint64_t client_bad, merges, merged_users, merged_msgs;
+	uint64_t pw_jobs, pw_resends, pw_busy, pw_dropped;
 };
 
 void chat_init(struct server *);

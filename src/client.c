@@ -85,6 +85,14 @@ static const struct {
     {"not_leader", "the server is not the leader"},
     {"unsupported", "the server does not relay chat"},
     {"unacknowledged", "messages not acknowledged by the server"},
+    {"password_required",
+	"this user has a password: give it (RINGCHAT_PASSWORD, "
+	"--password-file or at the prompt)"},
+    {"bad_password", "wrong password"},
+    {"slow_down", "too many wrong passwords: wait and try again"},
+    {"sealed",
+	"the cluster has a key: it refuses datagrams outside an encrypted "
+	"session"},
 };
 
 static void set_state(struct client *, int64_t, enum client_state);
@@ -381,6 +389,8 @@ session_send(struct client *c, int64_t now)
 	struct wire_msg m;
 
 	wire_init(&m, k, "", "", c->user);
+	if (c->has_password && k != WK_LOGOUT)
+		wire_add(&m, "pw", c->password);
 	to_leader(c, &m);
 	retry_sent(c, &c->sess, now);
 }
@@ -938,16 +948,25 @@ on_req_answer(struct client *c, int64_t now, enum wire_kind re,
  * After a partition, our name was registered on both sides and the
  * other registration kept it (docs/RELAY.md, "Merge"): the leader that
  * merged the two says which name is ours now.  Log in with it there.
+ * Only the leader we are logged in to, or logging in to, may rename us:
+ * searching or logging out there is no session to rename, and another
+ * address is not our leader's word (a late one from an old leader, or
+ * anyone's).
  */
 static void
-on_renamed(struct client *c, int64_t now, const struct wire_msg *m,
-    const char *addr, uint16_t port)
+on_renamed(struct client *c, int64_t now, const struct wire_msg *m, bool leader)
 {
 	const char *name = wire_get(m, "name");
-	struct client_leader l;
 	char text[160];
 
-	if (name == NULL || name[0] == '\0' ||
+	/*
+	 * Only in a session: searching, there is nothing to rename.  It may
+	 * come from another server than ours: the leader that merged our
+	 * side after a partition writes from its own address.
+	 */
+	if ((c->state != CS_ONLINE && c->state != CS_LOGIN &&
+		c->state != CS_REGISTER) ||
+	    name == NULL || name[0] == '\0' ||
 	    strlen(name) >= sizeof(c->user) || strchr(name, '@') != NULL)
 		return;
 	(void)snprintf(text, sizeof(text),
@@ -956,10 +975,8 @@ on_renamed(struct client *c, int64_t now, const struct wire_msg *m,
 	    c->user, name);
 	(void)strlcpy(c->user, name, sizeof(c->user));
 	emit_error(c, "renamed", text, NULL, false);
-	l = c->leader;
-	(void)strlcpy(l.addr, addr, sizeof(l.addr));
-	l.port = port;
-	relocate(c, now, &l);
+	/* From our leader: log in there again; else find who leads now. */
+	relocate(c, now, leader ? &c->leader : NULL);
 }
 
 static void
@@ -992,7 +1009,7 @@ on_answer(struct client *c, int64_t now, const struct wire_msg *m,
 	}
 
 	if (code != NULL && strcmp(code, "renamed") == 0) {
-		on_renamed(c, now, m, addr, port);
+		on_renamed(c, now, m, leader);
 		return;
 	}
 	if (code != NULL && on_session_error(c, now, re, code, m, leader))
@@ -1218,7 +1235,8 @@ client_next_deadline(const struct client *c)
 	case CS_DONE:
 		return INT64_MAX;
 	}
-	if (c->quitting)
+	/* Logging out, the quit deadline has done its part (quit_check). */
+	if (c->quitting && c->state != CS_LOGOUT)
 		next = min64(next, c->quit_deadline);
 	return next;
 }
@@ -1522,5 +1540,21 @@ client_free(struct client *c)
 		free(c->streams[i].seen);
 	free(c->streams);
 	free(c->out);
+	explicit_bzero(c->password, sizeof(c->password));
 	memset(c, 0, sizeof(*c));
+}
+
+int
+client_set_password(struct client *c, const char *pw, size_t len)
+{
+	explicit_bzero(c->password, sizeof(c->password));
+	c->has_password = false;
+	if (pw == NULL)
+		return 0;
+	if (len == 0 || len > CLIENT_PW_MAX || memchr(pw, '\0', len) != NULL)
+		return -1;
+	memcpy(c->password, pw, len);
+	c->password[len] = '\0';
+	c->has_password = true;
+	return 0;
 }

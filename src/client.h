@@ -45,6 +45,7 @@
 #define CLIENT_ROOMS_MAX    USER_ROOMS_MAX
 #define CLIENT_PARTS_MAX    4096 /* chunks of one list answer */
 #define CLIENT_CODE_MAX	    32	 /* an error code, NUL included */
+#define CLIENT_PW_MAX	    256	 /* bytes of a password, as AUTH_PW_MAX */
 /*
  * Deliveries remembered per stream against repeats: the relay sends again
  * only what is still queued for us, at most its queue_max (128, all
@@ -145,6 +146,9 @@ struct client_stream;  /* the deliveries last shown per stream */
 struct client {
 	struct client_cfg cfg;
 	char user[USER_NAME_MAX];
+	/* sent as `pw` with login and newu when set (inside a session) */
+	char password[CLIENT_PW_MAX + 1];
+	bool has_password;
 	enum client_state state;
 	bool ever_online; /* the next login is a reconnection */
 	bool quitting;
@@ -204,6 +208,12 @@ void client_free(struct client *);
 /* Releases the outputs out[0 .. nout-1]; call after handling them. */
 void client_drain(struct client *);
 
+/*
+ * The password login and newu carry from now on (the caller sends them
+ * only inside an encrypted session).  -1 when not 1 to CLIENT_PW_MAX
+ * bytes or with a NUL; pw NULL forgets it.
+ */
+int client_set_password(struct client *, const char *pw, size_t len);
 /* Starts looking for the leader. */
 void client_start(struct client *, int64_t now_ms);
 /* A datagram from addr:port (dotted IPv4); anything malformed is ignored. */

@@ -56,6 +56,8 @@ struct relay_user {
 	uint8_t nrooms;
 	uint32_t onpos; /* index in r->online while online */
 	uint64_t reg;	/* registration identity (relay_merge), 0: none */
+	char key[AUTH_PK_TEXT]; /* session key bound by newu, login; "" none */
+	char *pw; /* password hash (Argon2id string), NULL: none */
 	uint64_t cid_hi;
 	/* slot cid % RELAY_CID_WINDOW; allocated by the first message */
 	struct relay_cident *win;
@@ -65,6 +67,8 @@ struct relay_user {
 	/* leader-local */
 	struct relay_slot *slots; /* cfg.inflight_max, while needed */
 	uint32_t nslots;
+	uint32_t pw_run;  /* wrong passwords in a row */
+	int64_t pw_until; /* no verification before (the delay of the run) */
 	int64_t last_alive;
 };
 
@@ -93,6 +97,15 @@ struct relay_msg {
 	bool confirmed; /* the backups have it: it may be delivered */
 	char dest[ROOM_NAME_MAX];
 	char body[]; /* bodylen bytes and a NUL */
+};
+
+/* A bad_password answer waiting for its delay (leader-local). */
+struct relay_pwwait {
+	uint32_t ui;
+	int64_t due;
+	char addr[RING_ADDR_MAX];
+	uint16_t port;
+	char key[AUTH_PK_TEXT];
 };
 
 /* An accepted message waiting for relay_on_replicated. */
@@ -129,6 +142,9 @@ static const char *const err_codes[RELAY_NERR] = {
     [RELAY_ERENAMED] = "renamed",
     [RELAY_EBACKLOG] = "backlog",
     [RELAY_EORDER] = "order",
+    [RELAY_EPW_REQUIRED] = "password_required",
+    [RELAY_EBAD_PASSWORD] = "bad_password",
+    [RELAY_ESLOW_DOWN] = "slow_down",
 };
 
 static const char *const event_names[] = {
@@ -159,6 +175,7 @@ static const char *const op_names[ROP_COUNT] = {
     [ROP_PART] = "part",
     [ROP_MSG] = "msg",
     [ROP_ACK] = "ack",
+    [ROP_NEXT_ID] = "nextid",
 };
 
 /* ---- memory ---------------------------------------------------------- */
@@ -348,6 +365,40 @@ addr_ok(const char *s)
 			return false;
 	}
 	return i == n;
+}
+
+/* A session key: "" (none) or a public key as auth_pk_to_text writes it. */
+static bool
+key_ok(const char *s)
+{
+	uint8_t pk[AUTH_PK_BYTES];
+	size_t n;
+
+	if (s == NULL || (n = strnlen(s, AUTH_PK_TEXT)) == AUTH_PK_TEXT)
+		return false;
+	return n == 0 ||
+	    (n == AUTH_PK_TEXT - 1 && auth_pk_from_text(s, pk) == AUTH_OK);
+}
+
+/*
+ * A password hash: "" (none) or an Argon2id string within the cost
+ * bounds (auth_pw_hash_check).  Such a string has no space, '%' or
+ * control byte, so it goes raw into op text and snapshots.
+ */
+static bool
+pwhash_ok(const char *s)
+{
+	size_t n, i;
+
+	if (s == NULL || (n = strnlen(s, AUTH_PWHASH_SIZE)) == AUTH_PWHASH_SIZE)
+		return false;
+	if (n == 0)
+		return true;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= ' ' || s[i] == '%' ||
+		    (unsigned char)s[i] >= 0x7f)
+			return false;
+	return auth_pw_hash_check(s) == AUTH_OK;
 }
 
 /*
@@ -685,6 +736,8 @@ state_free(struct relay *r)
 			msg_unref(r, u->q[--u->nq]);
 		mem_free(r, u->q, u->capq * sizeof(*u->q));
 		mem_free(r, u->win, RELAY_CID_WINDOW * sizeof(*u->win));
+		if (u->pw != NULL)
+			mem_free(r, u->pw, strlen(u->pw) + 1);
 		slots_free(r, u);
 	}
 	/* Only held messages of a broken invariant would be left. */
@@ -696,6 +749,7 @@ state_free(struct relay *r)
 	mem_free(r, r->online, r->caponline * sizeof(*r->online));
 	mem_free(r, r->kv, r->kvcap * sizeof(*r->kv));
 	mem_free(r, r->pend, r->cappend * sizeof(*r->pend));
+	mem_free(r, r->pww, r->cappww * sizeof(*r->pww));
 	mem_free(r, r->scratch, r->capscratch * sizeof(*r->scratch));
 	mem_free(r, r->out, r->capout * sizeof(*r->out));
 	r->rooms = NULL;
@@ -704,11 +758,13 @@ state_free(struct relay *r)
 	r->online = NULL;
 	r->kv = NULL;
 	r->pend = NULL;
+	r->pww = NULL;
 	r->scratch = NULL;
 	r->out = NULL;
 	r->nrooms = r->caprooms = r->nusers = r->capusers = r->uhcap = 0;
 	r->nonline = r->caponline = r->nkv = r->nkvdead = r->kvcap = 0;
 	r->cappend = r->capscratch = r->nout = r->capout = 0;
+	r->npww = r->cappww = 0;
 	r->version = 0;
 	r->hash = 0;
 	r->next_id = 1;
@@ -728,22 +784,44 @@ relay_free(struct relay *r)
 
 /* ---- ops: users and sessions ----------------------------------------- */
 
+/* A counted copy of a password hash; NULL for "" or out of memory. */
+static char *
+pw_dup(struct relay *r, const char *hash)
+{
+	size_t n = strlen(hash);
+	char *p;
+
+	if (n == 0 || (p = mem_calloc(r, 1, n + 1)) == NULL)
+		return NULL;
+	memcpy(p, hash, n + 1);
+	return p;
+}
+
 static enum relay_err
 op_newu(struct relay *r, const struct relay_op *op)
 {
 	struct relay_user *u;
+	char *pw = NULL;
 
 	if (!name_ok(op->user) || !addr_ok(op->addr) || op->port == 0 ||
+	    !key_ok(op->key) || !pwhash_ok(op->pwhash) ||
 	    user_find(r, op->user) != -1 || r->nusers >= IDX_MAX)
 		return RELAY_EDIVERGED;
-	if (users_reserve(r) == -1)
+	if (op->pwhash[0] != '\0' && (pw = pw_dup(r, op->pwhash)) == NULL)
 		return RELAY_ENOMEM;
+	if (users_reserve(r) == -1) {
+		if (pw != NULL)
+			mem_free(r, pw, strlen(pw) + 1);
+		return RELAY_ENOMEM;
+	}
 	u = &r->users[r->nusers];
 	memset(u, 0, sizeof(*u));
 	strlcpy(u->name, op->user, sizeof(u->name));
 	strlcpy(u->addr, op->addr, sizeof(u->addr));
 	u->port = op->port;
 	u->reg = op->id;
+	strlcpy(u->key, op->key, sizeof(u->key));
+	u->pw = pw;
 	uhash_put(r->uhash, r->uhcap, u->name, (uint32_t)r->nusers);
 	r->nusers++;
 	return RELAY_OK;
@@ -756,11 +834,12 @@ op_login(struct relay *r, const struct relay_op *op)
 	int64_t ui;
 
 	if ((ui = user_find(r, op->user)) == -1 || !addr_ok(op->addr) ||
-	    op->port == 0)
+	    op->port == 0 || !key_ok(op->key))
 		return RELAY_EDIVERGED;
 	u = &r->users[ui];
 	strlcpy(u->addr, op->addr, sizeof(u->addr));
 	u->port = op->port;
+	strlcpy(u->key, op->key, sizeof(u->key));
 	if (!u->online)
 		online_add(r, (uint32_t)ui);
 	/* A new session: whatever was in flight is sent again. */
@@ -1165,7 +1244,8 @@ op_msg(struct relay *r, const struct relay_op *op, struct relay_msg **made)
 	int64_t si;
 
 	if ((si = user_find(r, op->user)) == -1 || op->cid == 0 ||
-	    op->id < r->next_id || op->bodylen > RELAY_BODY_MAX ||
+	    op->id < r->next_id || op->id == UINT64_MAX ||
+	    op->bodylen > RELAY_BODY_MAX ||
 	    body_check(op->body, op->bodylen) != RELAY_OK ||
 	    target_of(r, (uint32_t)si, op->dest, &t) != RELAY_OK ||
 	    op->seq != t.seq ||
@@ -1295,6 +1375,16 @@ op_ack(struct relay *r, const struct relay_op *op)
 		u->capq = 0;
 		slots_free(r, u);
 	}
+	return RELAY_OK;
+}
+
+/* Ids only go up: a merge moves them past the other side's (relay_merge). */
+static enum relay_err
+op_next_id(struct relay *r, const struct relay_op *op)
+{
+	if (op->id <= r->next_id)
+		return RELAY_EDIVERGED;
+	r->next_id = op->id;
 	return RELAY_OK;
 }
 
@@ -1451,7 +1541,14 @@ op_digest(uint64_t h, const struct relay_op *op)
 		if (op->type == ROP_NEWU)
 			h = mix64(h, op->id);
 		h = mix_str(h, op->addr, strlen(op->addr));
-		return mix64(h, op->port);
+		h = mix64(h, op->port);
+		/* Only when present: older histories keep their digest. */
+		if (op->key[0] != '\0')
+			h = mix_str(mix64(h, 1), op->key, strlen(op->key));
+		if (op->type == ROP_NEWU && op->pwhash[0] != '\0')
+			h = mix_str(
+			    mix64(h, 2), op->pwhash, strlen(op->pwhash));
+		return h;
 	case ROP_JOIN:
 	case ROP_PART:
 		return mix_str(h, op->dest, strlen(op->dest));
@@ -1460,6 +1557,7 @@ op_digest(uint64_t h, const struct relay_op *op)
 		h = mix64(mix64(mix64(h, op->id), op->seq), op->cid);
 		return mix_str(h, op->body, op->bodylen);
 	case ROP_ACK:
+	case ROP_NEXT_ID:
 		return mix64(h, op->id);
 	default:
 		return h;
@@ -1497,6 +1595,9 @@ op_apply(struct relay *r, const struct relay_op *op, struct relay_msg **made)
 		break;
 	case ROP_ACK:
 		e = op_ack(r, op);
+		break;
+	case ROP_NEXT_ID:
+		e = op_next_id(r, op);
 		break;
 	default:
 		e = RELAY_EDIVERGED;
@@ -1600,7 +1701,18 @@ req_begin(struct relay *r, enum wire_kind re, const char *from,
 	}
 	if (!r->leader)
 		return refuse(r, re, RELAY_EROLE, from, addr, port);
+	if (r->src_bad)
+		return refuse(r, re, RELAY_EARG, from, addr, port);
 	return RELAY_OK;
+}
+
+/* Is user u's session addr:port with the source key? */
+static bool
+same_session(const struct relay *r, const struct relay_user *u,
+    const char *addr, uint16_t port)
+{
+	return strcmp(u->addr, addr) == 0 && u->port == port &&
+	    strcmp(u->key, r->src_key) == 0;
 }
 
 /* The user logged in at addr:port as from, and that it is alive. */
@@ -1616,7 +1728,7 @@ req_auth(struct relay *r, int64_t now, enum wire_kind re, const char *from,
 	u = &r->users[ui];
 	if (!u->online)
 		return refuse(r, re, RELAY_ENOT_LOGGED_IN, from, addr, port);
-	if (strcmp(u->addr, addr) != 0 || u->port != port)
+	if (!same_session(r, u, addr, port))
 		return refuse(r, re, RELAY_EFORGED, from, addr, port);
 	u->last_alive = now;
 	*uip = (uint32_t)ui;
@@ -1675,9 +1787,40 @@ op_init(struct relay_op *op, enum relay_op_type type, const char *user)
 
 /* ---- requests: users and sessions ------------------------------------ */
 
+int
+relay_set_source_key(struct relay *r, const char *key)
+{
+	if (r == NULL)
+		return -1;
+	r->src_key[0] = '\0';
+	r->src_bad = false;
+	if (key == NULL)
+		return 0;
+	if (!key_ok(key)) {
+		r->src_bad = true;
+		return -1;
+	}
+	strlcpy(r->src_key, key, sizeof(r->src_key));
+	return 0;
+}
+
+bool
+relay_newu_registers(const struct relay *r, const char *from)
+{
+	return r != NULL && name_ok(from) && user_find(r, from) == -1 &&
+	    r->nusers < r->cfg.users_max;
+}
+
 enum relay_err
 relay_on_newu(struct relay *r, int64_t now, const char *from, const char *addr,
     uint16_t port)
+{
+	return relay_on_newu_pw(r, now, from, addr, port, NULL);
+}
+
+enum relay_err
+relay_on_newu_pw(struct relay *r, int64_t now, const char *from,
+    const char *addr, uint16_t port, const char *pwhash)
 {
 	struct relay_op op;
 	struct relay_user *u;
@@ -1692,7 +1835,7 @@ relay_on_newu(struct relay *r, int64_t now, const char *from, const char *addr,
 	if ((ui = user_find(r, from)) != -1) {
 		u = &r->users[ui];
 		/* The same client resending: answer as the first time. */
-		if (strcmp(u->addr, addr) == 0 && u->port == port) {
+		if (same_session(r, u, addr, port)) {
 			reply(r, WK_NEWU, RELAY_OK, from, addr, port);
 			return RELAY_OK;
 		}
@@ -1700,10 +1843,16 @@ relay_on_newu(struct relay *r, int64_t now, const char *from, const char *addr,
 	}
 	if (r->nusers >= r->cfg.users_max)
 		return refuse(r, WK_NEWU, RELAY_EFULL, from, addr, port);
+	if (pwhash == NULL)
+		pwhash = "";
+	if (!pwhash_ok(pwhash))
+		return refuse(r, WK_NEWU, RELAY_EARG, from, addr, port);
 	op_init(&op, ROP_NEWU, from);
 	strlcpy(op.addr, addr, sizeof(op.addr));
 	op.port = port;
 	op.id = reg_make(r);
+	strlcpy(op.key, r->src_key, sizeof(op.key));
+	strlcpy(op.pwhash, pwhash, sizeof(op.pwhash));
 	if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
 		return refuse(r, WK_NEWU, e, from, addr, port);
 	event(r, REV_REGISTER, from, NULL, 0, RELAY_OK, NULL);
@@ -1711,13 +1860,85 @@ relay_on_newu(struct relay *r, int64_t now, const char *from, const char *addr,
 	return RELAY_OK;
 }
 
+/* Logs user ui in at addr:port with the source key (checks done). */
+static enum relay_err
+login_do(
+    struct relay *r, int64_t now, uint32_t ui, const char *addr, uint16_t port)
+{
+	struct relay_user *u = &r->users[ui];
+	const char *from = u->name;
+	struct relay_op op;
+	struct relay_out *o;
+	enum relay_err e;
+
+	if (u->online && same_session(r, u, addr, port)) {
+		/* Logged in already: a resend, or a restarted client. */
+		slots_free(r, u);
+	} else {
+		/* A new address or key: the binding moves (replicated). */
+		op_init(&op, ROP_LOGIN, from);
+		strlcpy(op.addr, addr, sizeof(op.addr));
+		op.port = port;
+		strlcpy(op.key, r->src_key, sizeof(op.key));
+		if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
+			return refuse(r, WK_LOGIN, e, op.user, addr, port);
+		u = &r->users[ui];
+		from = u->name;
+		event(r, REV_LOGIN, from, NULL, 0, RELAY_OK, NULL);
+	}
+	u->last_alive = now;
+	deadline_at(r, now + alive_period(r));
+	if ((o = reply(r, WK_LOGIN, RELAY_OK, from, addr, port)) != NULL) {
+		o->has_cid = true;
+		o->cid = u->cid_hi;
+	}
+	pump(r, ui, now); /* what waited while it was away */
+	return RELAY_OK;
+}
+
+/* Does a login of user u from addr:port need the password checked? */
+static bool
+wants_pw(const struct relay *r, const struct relay_user *u, const char *addr,
+    uint16_t port)
+{
+	return u->pw != NULL && !(u->online && same_session(r, u, addr, port));
+}
+
+bool
+relay_login_wants_pw(
+    const struct relay *r, const char *from, const char *addr, uint16_t port)
+{
+	int64_t ui;
+
+	if (r == NULL || (ui = user_find(r, from)) == -1)
+		return false;
+	return wants_pw(r, &r->users[ui], addr, port);
+}
+
 enum relay_err
 relay_on_login(struct relay *r, int64_t now, const char *from, const char *addr,
     uint16_t port)
 {
-	struct relay_op op;
+	enum relay_err e;
+	int64_t ui;
+
+	if ((e = req_begin(r, WK_LOGIN, from, addr, port)) != RELAY_OK)
+		return e;
+	if ((ui = user_find(r, from)) == -1)
+		return refuse(
+		    r, WK_LOGIN, RELAY_EUNKNOWN_USER, from, addr, port);
+	if (wants_pw(r, &r->users[ui], addr, port))
+		return refuse(
+		    r, WK_LOGIN, RELAY_EPW_REQUIRED, from, addr, port);
+	return login_do(r, now, (uint32_t)ui, addr, port);
+}
+
+enum relay_err
+relay_on_login_pw(struct relay *r, int64_t now, const char *from,
+    const char *addr, uint16_t port, bool pw_ok)
+{
+	struct relay_pwwait *w;
 	struct relay_user *u;
-	struct relay_out *o;
 	enum relay_err e;
 	int64_t ui;
 
@@ -1727,26 +1948,82 @@ relay_on_login(struct relay *r, int64_t now, const char *from, const char *addr,
 		return refuse(
 		    r, WK_LOGIN, RELAY_EUNKNOWN_USER, from, addr, port);
 	u = &r->users[ui];
-	if (u->online && strcmp(u->addr, addr) == 0 && u->port == port) {
-		/* Logged in already: a resend, or a restarted client. */
-		slots_free(r, u);
+	if (pw_ok) {
+		u->pw_run = 0;
+		u->pw_until = 0;
+		return login_do(r, now, (uint32_t)ui, addr, port);
+	}
+	r->pw_failures++;
+	if (u->pw_run < UINT32_MAX)
+		u->pw_run++;
+	u->pw_until = now + auth_pw_delay_ms(u->pw_run);
+	/* One answer waits per user: an earlier one goes now. */
+	for (w = r->pww; w < r->pww + r->npww && w->ui != (uint32_t)ui; w++)
+		;
+	if (w < r->pww + r->npww) {
+		refuse(
+		    r, WK_LOGIN, RELAY_EBAD_PASSWORD, from, w->addr, w->port);
 	} else {
-		op_init(&op, ROP_LOGIN, from);
-		strlcpy(op.addr, addr, sizeof(op.addr));
-		op.port = port;
-		if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
-			return refuse(r, WK_LOGIN, e, from, addr, port);
-		u = &r->users[ui];
-		event(r, REV_LOGIN, from, NULL, 0, RELAY_OK, NULL);
+		if (mem_reserve(r, (void **)&r->pww, &r->cappww, r->npww + 1,
+			sizeof(*r->pww), 8) == -1)
+			return refuse(r, WK_LOGIN, RELAY_EBAD_PASSWORD, from,
+			    addr, port); /* unable to wait: answer now */
+		w = &r->pww[r->npww++];
 	}
-	u->last_alive = now;
-	deadline_at(r, now + alive_period(r));
-	if ((o = reply(r, WK_LOGIN, RELAY_OK, from, addr, port)) != NULL) {
-		o->has_cid = true;
-		o->cid = u->cid_hi;
+	memset(w, 0, sizeof(*w));
+	w->ui = (uint32_t)ui;
+	w->due = u->pw_until;
+	strlcpy(w->addr, addr, sizeof(w->addr));
+	w->port = port;
+	strlcpy(w->key, r->src_key, sizeof(w->key));
+	deadline_at(r, w->due);
+	return RELAY_EBAD_PASSWORD;
+}
+
+uint32_t
+relay_pw_wait(const struct relay *r, int64_t now, const char *from,
+    const char *addr, uint16_t port, bool *resend)
+{
+	const struct relay_user *u;
+	size_t i;
+	int64_t ui;
+
+	if (resend != NULL)
+		*resend = false;
+	if (r == NULL || (ui = user_find(r, from)) == -1)
+		return 0;
+	u = &r->users[ui];
+	if (u->pw_until <= now)
+		return 0;
+	for (i = 0; resend != NULL && addr != NULL && i < r->npww; i++)
+		if (r->pww[i].ui == (uint32_t)ui &&
+		    strcmp(r->pww[i].addr, addr) == 0 &&
+		    r->pww[i].port == port &&
+		    strcmp(r->pww[i].key, r->src_key) == 0)
+			*resend = true;
+	return u->pw_until - now > UINT32_MAX ? UINT32_MAX
+					      : (uint32_t)(u->pw_until - now);
+}
+
+enum relay_err
+relay_refuse(struct relay *r, enum wire_kind re, enum relay_err err,
+    const char *from, const char *addr, uint16_t port, uint32_t retry_ms)
+{
+	size_t at;
+
+	if (r == NULL || err == RELAY_OK || (int)err < 0 || err >= RELAY_NERR)
+		return RELAY_EARG;
+	if (!addr_ok(addr) || port == 0) {
+		r->rejected++;
+		return RELAY_EARG;
 	}
-	pump(r, (uint32_t)ui, now); /* what waited while it was away */
-	return RELAY_OK;
+	if (!r->leader)
+		return refuse(r, re, RELAY_EROLE, from, addr, port);
+	at = r->nout;
+	refuse(r, re, err, from, addr, port);
+	if (at < r->nout && r->out[at].type == RO_REPLY)
+		r->out[at].retry_ms = retry_ms;
+	return err;
 }
 
 enum relay_err
@@ -1908,8 +2185,10 @@ relay_on_msg_after(struct relay *r, int64_t now, const char *from,
 		    from, addr, port, cid);
 	if (t.rcpt == -1 && backlogged(r, si, &t))
 		return msg_refuse(r, RELAY_EBACKLOG, from, addr, port, cid);
+	/* Ids run out (a merge of a forged state could get there). */
 	if (r->msg_bytes + sizeof(struct relay_msg) + bodylen + 1 >
-	    r->cfg.msg_bytes_max)
+		r->cfg.msg_bytes_max ||
+	    r->next_id == UINT64_MAX)
 		return msg_refuse(r, RELAY_EFULL, from, addr, port, cid);
 	op_init(&op, ROP_MSG, from);
 	strlcpy(op.dest, to, sizeof(op.dest));
@@ -2235,6 +2514,19 @@ relay_tick(struct relay *r, int64_t now)
 		if (u->nslots == 0 && u->nq > 0)
 			pump(r, ui, now);
 	}
+	/* Wrong passwords are answered once their delay has run. */
+	for (i = 0; i < r->npww;) {
+		struct relay_pwwait w = r->pww[i];
+
+		if (w.due > now) {
+			deadline_at(r, w.due);
+			i++;
+			continue;
+		}
+		r->pww[i] = r->pww[--r->npww];
+		refuse(r, WK_LOGIN, RELAY_EBAD_PASSWORD, r->users[w.ui].name,
+		    w.addr, w.port);
+	}
 }
 
 int64_t
@@ -2283,8 +2575,12 @@ relay_become_backup(struct relay *r)
 	for (i = 0; i < r->npend; i++)
 		pending_release(r, &r->pend[i]);
 	r->npend = 0;
-	for (i = 0; i < r->nusers; i++)
+	for (i = 0; i < r->nusers; i++) {
 		slots_free(r, &r->users[i]);
+		r->users[i].pw_run = 0;
+		r->users[i].pw_until = 0;
+	}
+	r->npww = 0; /* unanswered: the client asks the new leader */
 	r->deadline = INT64_MAX;
 	event(r, REV_ROLE, NULL, NULL, 0, RELAY_OK, "backup");
 	return RELAY_OK;
@@ -2359,6 +2655,42 @@ tok_end(const struct cur *c)
 	return !c->bad && c->p == c->end && (c->p == NULL || c->p[-1] != ' ');
 }
 
+/* Is there another token? */
+static bool
+tok_more(const struct cur *c)
+{
+	return !c->bad && c->p < c->end;
+}
+
+/* Does the next token start with tag? */
+static bool
+tok_tagged(const struct cur *c, const char *tag)
+{
+	size_t n = strlen(tag);
+
+	return tok_more(c) && (size_t)(c->end - c->p) >= n &&
+	    memcmp(c->p, tag, n) == 0;
+}
+
+/*
+ * An optional "TAG=VALUE" token: its value into out (outsz bytes, NUL
+ * included; an empty or too long value is malformed), or out emptied
+ * when the next token is not tagged so.
+ */
+static void
+tok_opt(struct cur *c, const char *tag, char *out, size_t outsz)
+{
+	char buf[8 + AUTH_PWHASH_SIZE];
+	size_t n = strlen(tag);
+
+	out[0] = '\0';
+	if (!tok_tagged(c, tag))
+		return;
+	if (!tok_str(c, buf, sizeof(buf)) || buf[n] == '\0' ||
+	    strlcpy(out, buf + n, outsz) >= outsz)
+		c->bad = true;
+}
+
 /* ---- op text --------------------------------------------------------- */
 
 static bool
@@ -2370,21 +2702,30 @@ dest_ok(const char *s)
 static bool
 op_ok(const struct relay_op *op)
 {
-	if (op->version == 0 || !name_ok(op->user))
+	if (op->version == 0)
+		return false;
+	if (op->type == ROP_NEXT_ID)
+		return op->user[0] == '\0' && op->id != 0;
+	if (!name_ok(op->user))
 		return false;
 	switch (op->type) {
 	case ROP_NEWU:
+		return addr_ok(op->addr) && op->port != 0 && key_ok(op->key) &&
+		    pwhash_ok(op->pwhash);
 	case ROP_LOGIN:
-		return addr_ok(op->addr) && op->port != 0;
+		return addr_ok(op->addr) && op->port != 0 && key_ok(op->key) &&
+		    op->pwhash[0] == '\0';
 	case ROP_LOGOUT:
 		return true;
 	case ROP_JOIN:
 	case ROP_PART:
 		return room_ok(op->dest);
 	case ROP_MSG:
+		/* next_id is one past the id: UINT64_MAX has none. */
 		return strnlen(op->dest, sizeof(op->dest)) < sizeof(op->dest) &&
-		    dest_ok(op->dest) && op->id != 0 && op->seq != 0 &&
-		    op->cid != 0 && op->bodylen <= RELAY_BODY_MAX &&
+		    dest_ok(op->dest) && op->id != 0 && op->id != UINT64_MAX &&
+		    op->seq != 0 && op->cid != 0 &&
+		    op->bodylen <= RELAY_BODY_MAX &&
 		    body_check(op->body, op->bodylen) == RELAY_OK;
 	case ROP_ACK:
 		return op->id != 0;
@@ -2393,9 +2734,24 @@ op_ok(const struct relay_op *op)
 	}
 }
 
+/*
+ * The optional fields of newu and login, each " TAG=VALUE", nothing when
+ * empty (a session key, a password hash; tokens never hold a space).
+ */
+#define TAG_KEY "key="
+#define TAG_PW	"pw="
+
+static int
+fmt_tagged(char *buf, size_t bufsz, const char *tag, const char *val)
+{
+	return val[0] == '\0' ? snprintf(buf, bufsz, "%s", "")
+			      : snprintf(buf, bufsz, " %s%s", tag, val);
+}
+
 int
 relay_op_format(const struct relay_op *op, char *buf, size_t bufsz, size_t *len)
 {
+	char reg[24] = "", key[8 + AUTH_PK_TEXT], pw[8 + AUTH_PWHASH_SIZE];
 	unsigned long long v;
 	int n;
 
@@ -2404,19 +2760,16 @@ relay_op_format(const struct relay_op *op, char *buf, size_t bufsz, size_t *len)
 	v = op->version;
 	switch (op->type) {
 	case ROP_NEWU:
-		/* The registration identity is optional (0: none). */
-		if (op->id != 0)
-			n = snprintf(buf, bufsz, "%s %llu %s %s %u %llu",
-			    op_names[op->type], v, op->user, op->addr, op->port,
-			    (unsigned long long)op->id);
-		else
-			n = snprintf(buf, bufsz, "%s %llu %s %s %u",
-			    op_names[op->type], v, op->user, op->addr,
-			    op->port);
-		break;
 	case ROP_LOGIN:
-		n = snprintf(buf, bufsz, "%s %llu %s %s %u", op_names[op->type],
-		    v, op->user, op->addr, op->port);
+		/* The registration identity is optional (0: none). */
+		if (op->type == ROP_NEWU && op->id != 0)
+			(void)snprintf(reg, sizeof(reg), " %llu",
+			    (unsigned long long)op->id);
+		(void)fmt_tagged(key, sizeof(key), TAG_KEY, op->key);
+		(void)fmt_tagged(pw, sizeof(pw), TAG_PW, op->pwhash);
+		n = snprintf(buf, bufsz, "%s %llu %s %s %u%s%s%s",
+		    op_names[op->type], v, op->user, op->addr, op->port, reg,
+		    key, pw);
 		break;
 	case ROP_LOGOUT:
 		n = snprintf(
@@ -2436,6 +2789,10 @@ relay_op_format(const struct relay_op *op, char *buf, size_t bufsz, size_t *len)
 	case ROP_ACK:
 		n = snprintf(buf, bufsz, "%s %llu %s %llu", op_names[op->type],
 		    v, op->user, (unsigned long long)op->id);
+		break;
+	case ROP_NEXT_ID:
+		n = snprintf(buf, bufsz, "%s %llu %llu", op_names[op->type], v,
+		    (unsigned long long)op->id);
 		break;
 	default:
 		return -1;
@@ -2479,14 +2836,19 @@ relay_op_parse(struct relay_op *out, const char *buf, size_t len)
 		return -1;
 	op.type = (enum relay_op_type)t;
 	op.version = tok_u64(&c, 1, UINT64_MAX);
-	tok_str(&c, op.user, sizeof(op.user));
+	if (op.type != ROP_NEXT_ID)
+		tok_str(&c, op.user, sizeof(op.user));
 	switch (op.type) {
 	case ROP_NEWU:
 	case ROP_LOGIN:
 		tok_str(&c, op.addr, sizeof(op.addr));
 		op.port = (uint16_t)tok_u64(&c, 1, 65535);
-		if (op.type == ROP_NEWU && !c.bad && c.p < c.end)
+		if (op.type == ROP_NEWU && tok_more(&c) &&
+		    !tok_tagged(&c, TAG_KEY) && !tok_tagged(&c, TAG_PW))
 			op.id = tok_u64(&c, 1, UINT64_MAX);
+		tok_opt(&c, TAG_KEY, op.key, sizeof(op.key));
+		if (op.type == ROP_NEWU)
+			tok_opt(&c, TAG_PW, op.pwhash, sizeof(op.pwhash));
 		break;
 	case ROP_LOGOUT:
 		break;
@@ -2510,6 +2872,7 @@ relay_op_parse(struct relay_op *out, const char *buf, size_t len)
 		c.p = c.end;
 		break;
 	case ROP_ACK:
+	case ROP_NEXT_ID:
 		op.id = tok_u64(&c, 1, UINT64_MAX);
 		break;
 	default:
@@ -2669,6 +3032,10 @@ relay_snapshot(const struct relay *r, char **bufp, size_t *lenp)
 			    (unsigned long long)win[j].id);
 		if (u->reg != 0)
 			sb_printf(&b, " %llu", (unsigned long long)u->reg);
+		if (u->key[0] != '\0')
+			sb_printf(&b, " " TAG_KEY "%s", u->key);
+		if (u->pw != NULL)
+			sb_printf(&b, " " TAG_PW "%s", u->pw);
 		sb_printf(&b, "\n");
 	}
 	for (m = r->mhead; m != NULL; m = m->next) {
@@ -2842,7 +3209,8 @@ snap_stream_ok(
 static enum relay_err
 snap_load(struct relay *n, const char *buf, size_t len)
 {
-	char dest[ROOM_NAME_MAX], body[RELAY_BODY_MAX], hex[24], *endp;
+	/* hex: the end line's checksum, or a window entry "CID:ID" */
+	char dest[ROOM_NAME_MAX], body[RELAY_BODY_MAX], hex[2 * 20 + 2], *endp;
 	struct relay_msg **byid = NULL, *m;
 	uint64_t nusers, nmsgs, nrooms, nkv, i, j, cnt, cid, id, key, pkey = 0;
 	struct relay_room *rm;
@@ -2923,10 +3291,18 @@ snap_load(struct relay *n, const char *buf, size_t len)
 			u->win[cid % RELAY_CID_WINDOW].cid = cid;
 			u->win[cid % RELAY_CID_WINDOW].id = id;
 		}
-		if (!c.bad && c.p < c.end) /* optional: registration */
+		/* optional: registration, session key, password hash */
+		if (tok_more(&c) && !tok_tagged(&c, TAG_KEY) &&
+		    !tok_tagged(&c, TAG_PW))
 			u->reg = tok_u64(&c, 1, UINT64_MAX);
-		if (!tok_end(&c))
+		tok_opt(&c, TAG_KEY, op.key, sizeof(op.key));
+		tok_opt(&c, TAG_PW, op.pwhash, sizeof(op.pwhash));
+		if (!tok_end(&c) || !key_ok(op.key) || !pwhash_ok(op.pwhash))
 			return RELAY_ESNAPSHOT;
+		strlcpy(u->key, op.key, sizeof(u->key));
+		if (op.pwhash[0] != '\0' &&
+		    (u->pw = pw_dup(n, op.pwhash)) == NULL)
+			return RELAY_ENOMEM;
 	}
 
 	if (nmsgs > 0 && (byid = calloc(nmsgs, sizeof(*byid))) == NULL)
@@ -3257,6 +3633,10 @@ merge_users(
 		strlcpy(op.addr, ou->addr, sizeof(op.addr));
 		op.port = ou->port;
 		op.id = ou->reg != 0 ? ou->reg : reg_make(r);
+		/* Its session and password come with it. */
+		strlcpy(op.key, ou->key, sizeof(op.key));
+		if (ou->pw != NULL)
+			strlcpy(op.pwhash, ou->pw, sizeof(op.pwhash));
 		if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
 			return e;
 		map[i] = (uint32_t)(r->nusers - 1);
@@ -3322,7 +3702,7 @@ merge_msg(struct relay *r, const struct relay *o, const uint32_t *map,
 	size_t i, n;
 
 	*added = false;
-	if (si == UINT32_MAX ||
+	if (si == UINT32_MAX || r->next_id == UINT64_MAX ||
 	    cid_state(&r->users[si], m->cid, &dupid) != CID_NEW ||
 	    r->msg_bytes + sizeof(struct relay_msg) + m->bodylen + 1 >
 		r->cfg.msg_bytes_max)
@@ -3373,6 +3753,7 @@ relay_merge(struct relay *r, int64_t now, const struct relay *o, size_t *users,
     size_t *msgs)
 {
 	const struct relay_msg *m;
+	struct relay_op op;
 	uint32_t *map = NULL;
 	int64_t *rmap = NULL;
 	size_t nu = 0, nm = 0, i;
@@ -3399,11 +3780,16 @@ relay_merge(struct relay *r, int64_t now, const struct relay *o, size_t *users,
 		goto out;
 	/*
 	 * Clients drop a delivery whose id is not above the highest they
-	 * have shown in its stream: what is merged must come after every id
-	 * either side gave out.  The op's id says where ids go on.
+	 * have shown in its stream: what this leader sends from now on must
+	 * come after every id either side gave out, merged or not.  An op,
+	 * so that a backup that takes over goes on from there too.
 	 */
-	if (o->next_id > r->next_id)
-		r->next_id = o->next_id;
+	if (o->next_id > r->next_id) {
+		op_init(&op, ROP_NEXT_ID, "");
+		op.id = o->next_id;
+		if ((e = leader_apply(r, &op, NULL)) != RELAY_OK)
+			goto out;
+	}
 	for (m = o->mhead; m != NULL; m = m->next) {
 		if (m->refs == 0)
 			continue;
@@ -3438,6 +3824,9 @@ user_info(const struct relay_user *u, struct relay_user_info *info)
 	info->inflight = u->nslots;
 	info->cid_hi = u->cid_hi;
 	info->reg = u->reg;
+	strlcpy(info->key, u->key, sizeof(info->key));
+	if (u->pw != NULL)
+		strlcpy(info->pwhash, u->pw, sizeof(info->pwhash));
 }
 
 int
@@ -3522,6 +3911,8 @@ relay_export_users(const struct relay *r, const struct users_state *prev,
 		strlcpy(nu->addr, u->addr, sizeof(nu->addr));
 		nu->port = u->port;
 		nu->online = u->online;
+		if (u->pw != NULL)
+			strlcpy(nu->password, u->pw, sizeof(nu->password));
 		/* Users are never removed: the last export lines up by index.
 		 */
 		old = prev != NULL && i < prev->n &&

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "ring.h"
 #include "store.h"
 #include "wire.h"
@@ -24,6 +25,17 @@
  * the backups) is not replicated and is rebuilt by relay_become_leader.
  * Every replica must run with the same relay_cfg: the queue and history
  * bounds decide what an op does.
+ *
+ * Sessions and passwords.  In a keyed cluster every client datagram
+ * comes inside an encrypted session named by the client's public key;
+ * the daemon names it before each request (relay_set_source_key).
+ * newu and login bind the user to that key (replicated), and every
+ * other request must come from the same address, port and key.  A
+ * user may have a password: the relay keeps only its Argon2id hash
+ * (auth_pw_hash) and never hashes or verifies, which costs about 16 ms:
+ * the daemon does that off the event loop and reports the verdict
+ * (relay_on_newu_pw, relay_on_login_pw).  The delays after wrong
+ * passwords are leader-local and kept here.
  */
 
 /*
@@ -72,18 +84,22 @@ enum relay_err {
 	RELAY_ERENAMED,	       /* renamed: name also registered elsewhere */
 	RELAY_EBACKLOG, /* backlog: an online recipient's queue is full */
 	RELAY_EORDER,	/* order: the sender's previous message comes first */
+	RELAY_EPW_REQUIRED,  /* password_required: login or newu without pw */
+	RELAY_EBAD_PASSWORD, /* bad_password: answered after a delay */
+	RELAY_ESLOW_DOWN, /* slow_down: a delay runs; retry_ms says how long */
 	RELAY_NERR
 };
 
 enum relay_op_type {
 	ROP_NONE = 0,
-	ROP_NEWU,   /* user registered at addr:port */
-	ROP_LOGIN,  /* user online at addr:port */
-	ROP_LOGOUT, /* user offline (logout or keepalive expiry) */
-	ROP_JOIN,   /* user joined room dest */
-	ROP_PART,   /* user left room dest */
-	ROP_MSG,    /* message id, seq, cid from user to dest */
-	ROP_ACK,    /* user acknowledged the delivery of message id */
+	ROP_NEWU,    /* user registered at addr:port (key, pwhash) */
+	ROP_LOGIN,   /* user online at addr:port (key) */
+	ROP_LOGOUT,  /* user offline (logout or keepalive expiry) */
+	ROP_JOIN,    /* user joined room dest */
+	ROP_PART,    /* user left room dest */
+	ROP_MSG,     /* message id, seq, cid from user to dest */
+	ROP_ACK,     /* user acknowledged the delivery of message id */
+	ROP_NEXT_ID, /* ids go on from id (relay_merge; no user) */
 	ROP_COUNT
 };
 
@@ -99,6 +115,10 @@ struct relay_op {
 	const char *body; /* ROP_MSG: bodylen bytes, not NUL-terminated */
 	size_t bodylen;
 	/* ROP_NEWU: id is the registration's identity (relay_merge) */
+	/* ROP_NEWU, ROP_LOGIN: the client's session key, "" for none */
+	char key[AUTH_PK_TEXT];
+	/* ROP_NEWU: the password's Argon2id hash, "" for none */
+	char pwhash[AUTH_PWHASH_SIZE];
 	/* set by the relay: the history digest once this op is applied */
 	uint64_t hash;
 };
@@ -147,6 +167,7 @@ struct relay_out {
 	const char *text;   /* list replies: names, space-separated */
 	uint32_t part;	    /* list replies: 1-based chunk number */
 	uint32_t parts;	    /* list replies: number of chunks */
+	uint32_t retry_ms;  /* slow_down: ms until the user may try again */
 	/* DELIVER (id, cid also in REPLY, id, dest in EVENT) */
 	char from[USER_NAME_MAX];
 	char dest[ROOM_NAME_MAX]; /* "#room", "*", or the recipient's name */
@@ -185,10 +206,12 @@ struct relay_user_info {
 	uint16_t port;
 	bool online;
 	size_t nrooms;
-	size_t queued;	 /* deliveries not yet acknowledged */
-	size_t inflight; /* of those, sent and waiting for the ack */
-	uint64_t cid_hi; /* highest client message id accepted */
-	uint64_t reg;	 /* registration identity */
+	size_t queued;		/* deliveries not yet acknowledged */
+	size_t inflight;	/* of those, sent and waiting for the ack */
+	uint64_t cid_hi;	/* highest client message id accepted */
+	uint64_t reg;		/* registration identity */
+	char key[AUTH_PK_TEXT]; /* session key bound, "" for none */
+	char pwhash[AUTH_PWHASH_SIZE]; /* password hash, "" for none */
 };
 
 struct relay_user;
@@ -196,6 +219,7 @@ struct relay_room;
 struct relay_msg;
 struct relay_kv;
 struct relay_pending;
+struct relay_pwwait;
 
 /* All state; the fields are private to relay.c apart from cfg and out. */
 struct relay {
@@ -230,6 +254,11 @@ struct relay {
 	int64_t deadline;
 	uint32_t *scratch; /* recipients of the message being accepted */
 	size_t capscratch;
+	/* the session key of the requests that follow (relay_set_source_key) */
+	char src_key[AUTH_PK_TEXT];
+	bool src_bad;		  /* the daemon named a malformed key: refuse */
+	struct relay_pwwait *pww; /* bad_password answers waiting */
+	size_t npww, cappww;
 
 	/* outputs of the last call(s), until relay_drain */
 	struct relay_out *out;
@@ -240,7 +269,7 @@ struct relay {
 
 	/* counters */
 	uint64_t accepted, duplicates, delivered, resends, overflows;
-	uint64_t rejected, out_lost;
+	uint64_t rejected, out_lost, pw_failures;
 };
 
 void relay_cfg_defaults(struct relay_cfg *);
@@ -256,15 +285,78 @@ void relay_drain(struct relay *);
  * RO_REPLY unless said otherwise and returns what it answered (RELAY_OK
  * for a request that was a duplicate and answered as the original).
  * Without a valid addr:port nothing is answered: RELAY_EARG.  Every
- * request but newu and login must come from the address the user
- * logged in from, and counts as a keepalive.
+ * request but newu and login must come from the address and session key
+ * the user logged in with (else forged_sender), and counts as a
+ * keepalive.
  */
-/* Registers; does not log in.  A resend from the same address: ok. */
+/*
+ * The session key (base64url public key, AUTH_PK_TEXT - 1 characters)
+ * the requests that follow came in, until the next call; "" or NULL for
+ * a plain datagram (an open cluster).  Leader-local input context, not
+ * replicated by itself: newu and login copy it into their ops.  -1 for
+ * a malformed key, and the requests that follow are refused
+ * (bad_request) until a valid one is named.
+ */
+int relay_set_source_key(struct relay *, const char *key);
+/*
+ * Registers without a password; does not log in.  A resend from the
+ * same address and key: ok.  The user is bound to the source key.
+ */
 enum relay_err relay_on_newu(struct relay *, int64_t now_ms, const char *from,
     const char *addr, uint16_t port);
-/* Online at addr:port; the reply's cid is the highest cid accepted. */
+/*
+ * The same with the hash of the user's password (auth_pw_hash output;
+ * NULL or "": none).  A malformed hash: bad_request.
+ */
+enum relay_err relay_on_newu_pw(struct relay *, int64_t now_ms,
+    const char *from, const char *addr, uint16_t port, const char *pwhash);
+/*
+ * Would relay_on_newu_pw register from now (a valid name, not taken,
+ * below users_max)?  Only then is a password worth hashing: otherwise
+ * relay_on_newu answers (ok for a resend, bad_name, name_taken, full).
+ */
+bool relay_newu_registers(const struct relay *, const char *from);
+/*
+ * Online at addr:port with the source key; the reply's cid is the
+ * highest cid accepted.  A user with a password: password_required,
+ * unless it is online at this address with this key already (a resend
+ * of a login that was verified).
+ */
 enum relay_err relay_on_login(struct relay *, int64_t now_ms, const char *from,
     const char *addr, uint16_t port);
+/*
+ * Would relay_on_login answer password_required (the user has a
+ * password and this is not a resend from its session)?
+ */
+bool relay_login_wants_pw(
+    const struct relay *, const char *from, const char *addr, uint16_t port);
+/*
+ * The daemon verified the password of a login from addr:port and the
+ * source key.  pw_ok: logs in as relay_on_login would without a
+ * password, and the user's run of wrong passwords ends.  Otherwise the
+ * run grows by one and bad_password is answered auth_pw_delay_ms(run)
+ * from now (relay_tick); RELAY_EBAD_PASSWORD.
+ */
+enum relay_err relay_on_login_pw(struct relay *, int64_t now_ms,
+    const char *from, const char *addr, uint16_t port, bool pw_ok);
+/*
+ * Ms until the delay after the user's last wrong password ends (0:
+ * none; then logins are verified again).  *resend is set when the
+ * bad_password answer still waiting is for addr:port and the source
+ * key: the client sent the same login again, to be ignored.
+ */
+uint32_t relay_pw_wait(const struct relay *, int64_t now_ms, const char *from,
+    const char *addr, uint16_t port, bool *resend);
+/*
+ * Answers a request with err as the relay answers its own refusals (a
+ * reply, a reject event, the rejected counter), for the checks the
+ * daemon makes around it (password_required, slow_down with retry_ms,
+ * busy, bad_request).  Returns err; RELAY_EARG when there is no valid
+ * addr:port, RELAY_EROLE (answered not_leader) on a backup.
+ */
+enum relay_err
+relay_refuse(struct relay *, enum wire_kind re, enum relay_err err,
+    const char *from, const char *addr, uint16_t port, uint32_t retry_ms);
 enum relay_err relay_on_logout(struct relay *, int64_t now_ms, const char *from,
     const char *addr, uint16_t port);
 enum relay_err relay_on_alive(struct relay *, int64_t now_ms, const char *from,
@@ -308,7 +400,7 @@ enum relay_err relay_on_users(struct relay *, int64_t now_ms, const char *from,
  * the RO_REPLICATE): acks the sender and starts the deliveries.
  */
 enum relay_err relay_on_replicated(struct relay *, int64_t now_ms, uint64_t id);
-/* Resends, keepalive expiry.  Only a leader has work. */
+/* Resends, keepalive expiry, delayed answers.  Only a leader has work. */
 void relay_tick(struct relay *, int64_t now_ms);
 /* The earliest time relay_tick has work; INT64_MAX when none. */
 int64_t relay_next_deadline(const struct relay *);
@@ -327,7 +419,10 @@ enum relay_err relay_apply(struct relay *, const struct relay_op *);
  * full keepalive period from now.
  */
 enum relay_err relay_become_leader(struct relay *, int64_t now_ms);
-/* Stepping down: forgets what waited for the backups and the timers. */
+/*
+ * Stepping down: forgets what waited for the backups, the timers and
+ * the password delays.
+ */
 enum relay_err relay_become_backup(struct relay *);
 
 /*
@@ -357,10 +452,10 @@ int relay_op_parse(struct relay_op *, const char *buf, size_t len);
  * takes into its state what another replica's state `o` has and it has
  * not, as ordinary ops (RO_REPLICATE) the backups apply:
  * - users by registration identity: a user of o unknown here is
- *   registered (offline); a name registered here and in o by two
- *   different registrations stays with this leader's, o's user is
- *   registered as name~N (the first free N >= 2) and an RO_REPLY err
- *   code renamed (text: the new name) goes to its last address;
+ *   registered (offline, with o's session key and password hash); a name
+ * registered here and in o by two different registrations stays with this
+ * leader's, o's user is registered as name~N (the first free N >= 2) and an
+ * RO_REPLY err code renamed (text: the new name) goes to its last address;
  * - room memberships of o are added;
  * - every message o still holds (queued or in a room's history) that
  *   this leader has not accepted from the same sender and cid is
@@ -378,8 +473,8 @@ int relay_user_get(
     const struct relay *, const char *name, struct relay_user_info *);
 /*
  * The users as users.json records, appended to st (emptied first): name,
- * address, online state and rooms.  last_seen is now_wall for online
- * users and kept from prev (by name) for the others.  -1 on memory
+ * address, online state, rooms and password hash.  last_seen is now_wall for
+ * online users and kept from prev (by name) for the others.  -1 on memory
  * failure, with st emptied.
  */
 int relay_export_users(const struct relay *, const struct users_state *prev,

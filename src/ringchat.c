@@ -1,11 +1,13 @@
 /* ringchat: the chat client: options, socket, terminal and one poll loop. */
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <arpa/inet.h>
 #include <err.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <locale.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,15 +15,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
 
 #include <editline/readline.h>
 
+#include "auth.h"
 #include "client.h"
 #include "loop.h"
 #include "net.h"
+#include "sess.h"
 #include "store.h"
 #include "uuid.h"
 #include "wire.h"
@@ -79,6 +84,23 @@ struct ringchat {
 	char in[INPUT_MAX + 1]; /* script mode: bytes not yet a full line */
 	size_t inlen;
 	bool skipping; /* dropping the rest of an overlong line */
+
+	/*
+	 * A keyed cluster: its public key (pinned on first use under
+	 * `label` in the known-clusters file) and the session with it.
+	 * Everything to the leader goes sealed; in clear only `where`,
+	 * `vote` and, from servers, leader hints.
+	 */
+	bool keyed;
+	uint8_t cluster_pk[AUTH_PK_BYTES];
+	struct auth_session as;
+	const char *label;
+	char pins[PATH_MAX];
+	char pw[CLIENT_PW_MAX + 2]; /* RINGCHAT_PASSWORD or --password-file */
+	size_t pwlen;
+	bool have_pw;
+	bool said_mismatch, said_plain, said_open;
+	uint64_t refused_plain, refused_sealed;
 };
 
 static struct ringchat rc;
@@ -89,7 +111,8 @@ static void __attribute__((noreturn)) usage(int code)
 	fprintf(code == 0 ? stdout : stderr,
 	    "usage: ringchat --user NAME [--iface IF] [--discovery-port PORT]\n"
 	    "                [--server HOST:PORT] [--timeout SEC] [--alive-ms MS]\n"
-	    "                [--json] [--where | --vote]\n"
+	    "                [--json] [--where | --vote] [--cluster NAME]\n"
+	    "                [--known-clusters FILE] [--password-file FILE]\n"
 	    "\n"
 	    "  --user NAME            your user name (registered on first use)\n"
 	    "  --iface IF             interface to look for servers on (default: loopback)\n"
@@ -106,6 +129,13 @@ static void __attribute__((noreturn)) usage(int code)
 	    "                         a terminal)\n"
 	    "  --where                print the leader and exit\n"
 	    "  --vote                 ask the servers to elect a leader now\n"
+	    "  --cluster NAME         the name the cluster's key is pinned under\n"
+	    "                         (default: lan)\n"
+	    "  --known-clusters FILE  pinned cluster keys (default:\n"
+	    "                         ~/.config/ringchat/known_clusters)\n"
+	    "  --password-file FILE   the password, on the file's first line (else\n"
+	    "                         RINGCHAT_PASSWORD, else asked at the terminal);\n"
+	    "                         sent only inside an encrypted session\n"
 	    "  -h, --help             this text\n"
 	    "\n"
 	    "Commands: /msg USER|#ROOM|* TEXT, /join #ROOM, /part [#ROOM], /rooms,\n"
@@ -479,17 +509,37 @@ set_prompt(void)
 
 /* ---- the session's outputs ---------------------------------------------- */
 
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void
 send_out(const struct client_out *o)
 {
+	char sealed[WIRE_MAX];
 	struct sockaddr_in to;
+	size_t len;
 
 	if (o->discovery)
 		to = rc.disc;
 	else if (net_sockaddr(&to, o->addr, o->port) == -1)
 		return;
 	/* A lost datagram is the protocol's business: it resends. */
-	(void)net_send(rc.fd, &to, o->data, o->len);
+	if (!rc.keyed || o->discovery) {
+		(void)net_send(rc.fd, &to, o->data, o->len);
+		return;
+	}
+	/* To the leader: in the session, under the leader's epoch. */
+	sess_ctr_bump(&rc.as, (uint64_t)wall_ms());
+	if (auth_session_seal(&rc.as, rc.cl.leader.epoch, o->data, o->len,
+		sealed, sizeof(sealed), &len) != AUTH_OK)
+		return; /* over WIRE_MAX: the client's checks prevent it */
+	(void)net_send(rc.fd, &to, sealed, len);
 }
 
 static void
@@ -928,12 +978,227 @@ on_stdin(struct loop *l, int fd, void *arg)
 	flush();
 }
 
+/* ---- the cluster's key and the session --------------------------------- */
+
+/* The known-clusters file: --known-clusters, or under XDG_CONFIG_HOME. */
+static void
+pins_default(void)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	char dir[PATH_MAX], *slash;
+	int r;
+
+	if (xdg != NULL && xdg[0] == '/')
+		r = snprintf(dir, sizeof(dir), "%s/ringchat", xdg);
+	else if (home != NULL && home[0] == '/')
+		r = snprintf(dir, sizeof(dir), "%s/.config/ringchat", home);
+	else
+		errx(EXIT_FAIL, "no HOME: give --known-clusters FILE");
+	if (r < 0 || (size_t)r >= sizeof(dir) ||
+	    snprintf(rc.pins, sizeof(rc.pins), "%s/known_clusters", dir) >=
+		(int)sizeof(rc.pins))
+		errx(EXIT_FAIL, "known clusters: path too long");
+	/* ~/.config, then ~/.config/ringchat: private, like the file. */
+	slash = strrchr(dir, '/');
+	*slash = '\0';
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+		err(EXIT_FAIL, "mkdir %s", dir);
+	*slash = '/';
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+		err(EXIT_FAIL, "mkdir %s", dir);
+}
+
+/* The password from --password-file's first line or RINGCHAT_PASSWORD. */
+static void
+password_load(const char *file)
+{
+	const char *env = getenv("RINGCHAT_PASSWORD");
+	FILE *f;
+	size_t n;
+
+	if (file != NULL) {
+		if ((f = fopen(file, "r")) == NULL)
+			err(EXIT_USAGE, "--password-file %s", file);
+		if (fgets(rc.pw, sizeof(rc.pw), f) == NULL)
+			rc.pw[0] = '\0';
+		fclose(f);
+		n = strcspn(rc.pw, "\r\n");
+		if (n == CLIENT_PW_MAX + 1)
+			errx(EXIT_USAGE, "--password-file %s: over %d bytes",
+			    file, CLIENT_PW_MAX);
+		rc.pw[n] = '\0';
+	} else if (env != NULL) {
+		if (strlcpy(rc.pw, env, sizeof(rc.pw)) > CLIENT_PW_MAX)
+			errx(EXIT_USAGE, "RINGCHAT_PASSWORD: over %d bytes",
+			    CLIENT_PW_MAX);
+	} else {
+		return;
+	}
+	rc.pwlen = strlen(rc.pw);
+	if (rc.pwlen == 0)
+		errx(EXIT_USAGE, "the password is empty");
+	rc.have_pw = true;
+}
+
+/* Asks at the terminal, without echo. */
+static void
+password_prompt(void)
+{
+	struct termios old, quiet;
+	size_t n;
+
+	fputs("password (empty: none): ", stdout);
+	out_flush();
+	if (tcgetattr(STDIN_FILENO, &old) == -1)
+		return;
+	quiet = old;
+	quiet.c_lflag &= ~(tcflag_t)ECHO;
+	(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	if (fgets(rc.pw, sizeof(rc.pw), stdin) == NULL)
+		rc.pw[0] = '\0';
+	(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+	fputs("\n", stdout);
+	n = strcspn(rc.pw, "\r\n");
+	rc.pw[n] = '\0';
+	if (n > CLIENT_PW_MAX)
+		errx(EXIT_USAGE, "password over %d bytes", CLIENT_PW_MAX);
+	rc.pwlen = n;
+	rc.have_pw = n > 0;
+}
+
+static void
+say_cluster(const char *what, const char *fp)
+{
+	struct store_kv kv[3] = {kv_str("cluster", rc.label),
+	    kv_str("fingerprint", fp), kv_str("file", rc.pins)};
+
+	if (rc.json)
+		json_emit(what, kv, 3);
+	else if (strcmp(what, "pinned") == 0)
+		ui_say(C_DIM,
+		    "cluster '%s': key pinned on first use, fingerprint %s; "
+		    "ask the operator to confirm it (ringchatd ctl status)",
+		    rc.label, fp);
+	else
+		ui_say(C_DIM, "cluster '%s': key %s as pinned", rc.label, fp);
+}
+
+/*
+ * A plain leader answer: may it be used?  It names the cluster's key
+ * (pk) when the cluster has one: the first time that key is pinned under
+ * the label, later it must be the pinned one.  Once keyed, an answer
+ * without the key or with another is ignored (an impostor, or a
+ * downgrade); an answer from an open cluster is used as it is.
+ */
+static bool
+cluster_offer(const struct wire_msg *m)
+{
+	const char *text = wire_get(m, "pk");
+	uint8_t pk[AUTH_PK_BYTES];
+	char fp[AUTH_FP_SIZE];
+	struct auth_error e;
+	bool pinned = false;
+	enum auth_err ae;
+
+	if (text == NULL) {
+		if (rc.keyed)
+			return false;
+		if (rc.have_pw && !rc.said_open) {
+			rc.said_open = true;
+			warnx("the cluster runs open (no key): the password "
+			      "is not sent, and anyone on the LAN can read "
+			      "the chat and speak as you");
+		}
+		return true;
+	}
+	if (auth_pk_from_text(text, pk) != AUTH_OK)
+		return false;
+	if (rc.keyed)
+		return memcmp(pk, rc.cluster_pk, sizeof(pk)) == 0;
+	if (rc.pins[0] == '\0')
+		pins_default();
+	ae = auth_pin_check(rc.pins, rc.label, pk, &pinned, &e);
+	if (ae == AUTH_EPIN_MISMATCH) {
+		if (!rc.said_mismatch) {
+			rc.said_mismatch = true;
+			warnx("%s: ignored (an impostor, or the operator "
+			      "changed the key: then remove the line '%s')",
+			    e.text, rc.label);
+		}
+		return false;
+	}
+	if (ae != AUTH_OK)
+		errx(EXIT_FAIL, "%s", e.text);
+	if (auth_session_client(&rc.as, pk) != AUTH_OK)
+		errx(EXIT_FAIL, "cannot make a session key");
+	{
+		struct auth_ctr ctr;
+
+		/* Counters above any this key could have used: it is new. */
+		auth_ctr_init(&ctr, (uint64_t)wall_ms());
+		rc.as.tx_ctr = ctr.next;
+	}
+	memcpy(rc.cluster_pk, pk, sizeof(pk));
+	rc.keyed = true;
+	auth_fingerprint(pk, fp);
+	say_cluster(pinned ? "pinned" : "cluster", fp);
+	if (!rc.have_pw && rc.interactive && rc.mode == MODE_CHAT)
+		password_prompt();
+	if (rc.have_pw && client_set_password(&rc.cl, rc.pw, rc.pwlen) == -1)
+		errx(EXIT_USAGE, "the password: 1 to %d bytes, no NUL",
+		    CLIENT_PW_MAX);
+	explicit_bzero(rc.pw, sizeof(rc.pw));
+	return true;
+}
+
+/* One datagram read: opened when sealed, checked when plain. */
+static void
+on_datagram(const char *buf, size_t n, const struct sockaddr_in *from)
+{
+	char inner[WIRE_MAX], addr[INET_ADDRSTRLEN];
+	struct wire_msg m;
+	size_t len;
+
+	if (inet_ntop(AF_INET, &from->sin_addr, addr, sizeof(addr)) == NULL)
+		return;
+	if (auth_session_is_sealed(buf, n)) {
+		if (!rc.keyed ||
+		    auth_session_open(&rc.as, buf, n, inner, sizeof(inner),
+			&len) != AUTH_OK ||
+		    wire_decode(&m, inner, len) != WIRE_OK) {
+			rc.refused_sealed++;
+			return;
+		}
+	} else {
+		if (wire_decode(&m, buf, n) != WIRE_OK)
+			return;
+		if (m.kind == WK_LEADER && !cluster_offer(&m))
+			return;
+		/*
+		 * Online in a session, a new leader proves itself with a
+		 * sealed announcement: a plain one (anyone's) is not followed.
+		 */
+		if (rc.keyed && m.kind == WK_LEADER &&
+		    rc.cl.state == CS_ONLINE) {
+			rc.refused_plain++;
+			return;
+		}
+		if (rc.keyed && !sess_plain_ok(&m)) {
+			/* Unauthenticated: anyone on the LAN could have sent
+			 * it. */
+			rc.refused_plain++;
+			return;
+		}
+	}
+	client_on_datagram(
+	    &rc.cl, loop_now_ms(), &m, addr, ntohs(from->sin_port));
+}
+
 static void
 on_socket(struct loop *l, int fd, void *arg)
 {
-	char buf[WIRE_MAX + 1], addr[INET_ADDRSTRLEN];
+	char buf[WIRE_MAX + 1];
 	struct sockaddr_in from;
-	struct wire_msg m;
 	int i;
 
 	(void)l;
@@ -947,13 +1212,9 @@ on_socket(struct loop *l, int fd, void *arg)
 			break; /* drained */
 		/* Anything oversize, malformed or not IPv4 is not for us. */
 		if ((size_t)n > WIRE_MAX || flen != sizeof(from) ||
-		    from.sin_family != AF_INET ||
-		    wire_decode(&m, buf, (size_t)n) != WIRE_OK ||
-		    inet_ntop(AF_INET, &from.sin_addr, addr, sizeof(addr)) ==
-			NULL)
+		    from.sin_family != AF_INET)
 			continue;
-		client_on_datagram(
-		    &rc.cl, loop_now_ms(), &m, addr, ntohs(from.sin_port));
+		on_datagram(buf, (size_t)n, &from);
 	}
 	flush();
 }
@@ -1049,9 +1310,12 @@ main(int argc, char *argv[])
 	    {"alive-ms", required_argument, NULL, 'a'},
 	    {"json", no_argument, NULL, 'j'}, {"where", no_argument, NULL, 'w'},
 	    {"vote", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+	    {"cluster", required_argument, NULL, 'C'},
+	    {"known-clusters", required_argument, NULL, 'K'},
+	    {"password-file", required_argument, NULL, 'P'},
 	    {NULL, 0, NULL, 0}};
 	struct client_cfg cfg;
-	const char *iface = NULL, *errstr, *user = NULL;
+	const char *iface = NULL, *errstr, *user = NULL, *pwfile = NULL;
 	char errbuf[256], ip[INET_ADDRSTRLEN];
 	struct sockaddr_in server;
 	bool where = false, vote = false;
@@ -1113,6 +1377,18 @@ main(int argc, char *argv[])
 		case 'V':
 			vote = true;
 			break;
+		case 'C':
+			rc.label = optarg;
+			break;
+		case 'K':
+			if (optarg[0] == '\0' ||
+			    strlcpy(rc.pins, optarg, sizeof(rc.pins)) >=
+				sizeof(rc.pins))
+				errx(EXIT_USAGE, "--known-clusters: a path");
+			break;
+		case 'P':
+			pwfile = optarg;
+			break;
 		case 'h':
 			usage(EXIT_OK);
 		default:
@@ -1121,6 +1397,9 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc || user == NULL || (where && vote))
 		usage(EXIT_USAGE);
+	if (rc.label == NULL)
+		rc.label = "lan";
+	password_load(pwfile);
 	rc.mode = where ? MODE_WHERE : vote ? MODE_VOTE : MODE_CHAT;
 	rc.interactive = !rc.json && isatty(STDIN_FILENO);
 	if (!rc.interactive)

@@ -11,6 +11,9 @@
 #include "auth.h"
 #include "server.h"
 
+/* The relay's own bounds (relay_cfg): index space, per-user queue. */
+#define MAX_USERS_ROOMS 0x3fffffff
+
 static volatile int stop_flag;
 
 static void
@@ -30,7 +33,8 @@ static void __attribute__((noreturn)) usage(int code)
 	    "                 [--state-dir DIR] [--peers FILE] [--events FILE]\n"
 	    "                 [--heartbeat-ms MS] [--misses K] [--discovery-ms MS]\n"
 	    "                 [--recover] [--fsync on|off] [--cluster-key FILE]\n"
-	    "                 [--no-stdin] [--syslog]\n"
+	    "                 [--rate-limit N] [--rate-burst N] [--max-users N]\n"
+	    "                 [--max-rooms N] [--max-queue N] [--no-stdin] [--syslog]\n"
 	    "       ringchatd ctl [--state-dir DIR] COMMAND\n"
 	    "       ringchatd keygen FILE\n"
 	    "\n"
@@ -53,6 +57,14 @@ static void __attribute__((noreturn)) usage(int code)
 	    "                         (default on; off survives kill -9, not power loss)\n"
 	    "  --cluster-key FILE     authenticate every server datagram with this\n"
 	    "                         key (ringchatd keygen FILE; without: open)\n"
+	    "  --rate-limit N         bad datagrams a second one source may send; past\n"
+	    "                         its burst all its datagrams are dropped unread\n"
+	    "                         until it slows down (default 100; 0: off)\n"
+	    "  --rate-burst N         bad datagrams one source may send at once (default 200)\n"
+	    "  --max-users N          registered users (default 100000)\n"
+	    "  --max-rooms N          rooms with members (default 1024)\n"
+	    "  --max-queue N          deliveries kept per user until acknowledged\n"
+	    "                         (default 128); the same limits on every server\n"
 	    "  --no-stdin             do not read operator commands from stdin\n"
 	    "  --syslog               log to syslog instead of stderr\n"
 	    "  -v, --verbose          debug logging\n"
@@ -165,7 +177,12 @@ enum {
 	OPT_FSYNC,
 	OPT_KEY,
 	OPT_NO_STDIN,
-	OPT_SYSLOG
+	OPT_SYSLOG,
+	OPT_RATE_LIMIT,
+	OPT_RATE_BURST,
+	OPT_MAX_USERS,
+	OPT_MAX_ROOMS,
+	OPT_MAX_QUEUE
 };
 
 int
@@ -189,6 +206,11 @@ main(int argc, char *argv[])
 	    {"cluster-key", required_argument, NULL, OPT_KEY},
 	    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
 	    {"syslog", no_argument, NULL, OPT_SYSLOG},
+	    {"rate-limit", required_argument, NULL, OPT_RATE_LIMIT},
+	    {"rate-burst", required_argument, NULL, OPT_RATE_BURST},
+	    {"max-users", required_argument, NULL, OPT_MAX_USERS},
+	    {"max-rooms", required_argument, NULL, OPT_MAX_ROOMS},
+	    {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	static struct server srv; /* large: not on the stack */
@@ -296,6 +318,26 @@ main(int argc, char *argv[])
 			break;
 		case OPT_SYSLOG:
 			to_syslog = 1;
+			break;
+		case OPT_RATE_LIMIT:
+			cfg.rl.rate = (uint32_t)num_arg(
+			    "--rate-limit", optarg, 0, RATELIMIT_MAX);
+			break;
+		case OPT_RATE_BURST:
+			cfg.rl.burst = (uint32_t)num_arg(
+			    "--rate-burst", optarg, 1, RATELIMIT_MAX);
+			break;
+		case OPT_MAX_USERS:
+			cfg.users_max = (uint32_t)num_arg(
+			    "--max-users", optarg, 1, MAX_USERS_ROOMS);
+			break;
+		case OPT_MAX_ROOMS:
+			cfg.rooms_max = (uint32_t)num_arg(
+			    "--max-rooms", optarg, 1, MAX_USERS_ROOMS);
+			break;
+		case OPT_MAX_QUEUE:
+			cfg.queue_max =
+			    (uint32_t)num_arg("--max-queue", optarg, 1, 65536);
 			break;
 		case 'v':
 			lvl = LOG_LVL_DEBUG;

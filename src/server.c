@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/sock_diag.h>
+
 #include "server.h"
 
 #define PRIO_CTL	       0 /* heartbeats and votes first */
@@ -20,12 +22,17 @@
 #define PRIO_OPER	       2
 #define PRIO_DATA	       3
 #define RX_BURST	       64 /* datagrams read per wake-up from one socket */
+#define STRANGER_MACS_PER_S    1000 /* non-members' news verified, at most */
 #define SERVERS_WRITE_DELAY_MS 20
 #define SERVERS_REFRESH_MS     5000
 #define DISC_FIRST_MS	       50
 #define DISC_MAX_MS	       2000
 #define CLIENT_VOTE_GAP_MS     1000
 #define QUIT_GRACE_MS	       1500
+/* Keyed: new client sessions (one X25519 each) per second, at most. */
+#define DERIVE_PER_S 2000
+/* Keyed: plain answers (leader hints, "sealed") per second, at most. */
+#define HINTS_PER_S 200
 
 static const char *drop_names[DROP_NMAX] = {"from a non-member",
     "forged sender address", "missing field", "kind not accepted here",
@@ -99,12 +106,73 @@ is_s2s(const struct server *s, int fd, enum wire_kind k)
 	return fd == s->ctl_fd || (fd == s->disc_fd && k == WK_NEWS);
 }
 
+/*
+ * Keyed: a datagram to a client leaves sealed in its session (the
+ * leader's, of this epoch), or in clear when sess_plain_ok, or not at
+ * all (counted).  buf holds *len encoded bytes and room for WIRE_MAX.
+ */
+static int
+seal_for_client(struct server *s, const struct sockaddr_in *to,
+    const struct wire_msg *m, char *buf, size_t *len)
+{
+	char out[WIRE_MAX];
+	struct sess *e = NULL;
+	size_t olen;
+
+	if (s->chat.leader)
+		e = sess_by_addr(
+		    &s->sess, to->sin_addr.s_addr, ntohs(to->sin_port));
+	if (e != NULL && e->epoch == s->el.epoch) {
+		sess_ctr_bump(&e->as, (uint64_t)wall_ms());
+		if (auth_session_seal(&e->as, e->epoch, buf, *len, out,
+			sizeof(out), &olen) != AUTH_OK) {
+			s->tx_nosess++; /* over WIRE_MAX: none of ours is */
+			return -1;
+		}
+		memcpy(buf, out, olen);
+		*len = olen;
+		return 0;
+	}
+	if (sess_plain_ok(m))
+		return 0;
+	s->tx_nosess++;
+	return -1;
+}
+
+int
+server_session_bind(
+    struct server *s, const char *key, const char *addr, uint16_t port)
+{
+	uint8_t pk[AUTH_PK_BYTES];
+	struct sockaddr_in sin;
+	struct sess *e;
+	int64_t now = loop_now_ms();
+
+	if (!s->keyed || key == NULL || auth_pk_from_text(key, pk) != AUTH_OK ||
+	    net_sockaddr(&sin, addr, port) == -1 ||
+	    sess_bind(&s->sess, &s->cluster, pk, s->el.epoch,
+		(uint64_t)wall_ms(), now, &e) != AUTH_OK)
+		return -1;
+	sess_seen(&s->sess, e, sin.sin_addr.s_addr, port, now);
+	return 0;
+}
+
+/*
+ * Keyed: the server datagrams that carry chat text and user records travel
+ * encrypted (auth_s2s_box); the others are sealed with a MAC.
+ */
+static bool
+boxed_kind(enum wire_kind k)
+{
+	return k == WK_REPL || k == WK_SNAP;
+}
+
 /* Encodes and sends; a failure is counted, never fatal (UDP is lossy). */
 void
 server_send(struct server *s, int fd, const struct sockaddr_in *to,
     const struct wire_msg *m)
 {
-	char buf[WIRE_MAX];
+	char buf[WIRE_MAX], box[WIRE_MAX];
 	size_t len;
 	enum wire_err e;
 	enum auth_err ae;
@@ -119,12 +187,20 @@ server_send(struct server *s, int fd, const struct sockaddr_in *to,
 	if (s->keyed && is_s2s(s, fd, m->kind) &&
 	    ((ae = auth_ctr_next(&s->ctr, (uint64_t)wall_ms(), &ctr)) !=
 		    AUTH_OK ||
-		(ae = auth_s2s_seal(&s->cluster, server_self_id(s), ctr, buf,
-		     len, buf, sizeof(buf), &len)) != AUTH_OK)) {
+		(ae = boxed_kind(m->kind)
+			? auth_s2s_box(&s->cluster, s->ring.self.b, ctr, buf,
+			      len, box, sizeof(box), &len)
+			: auth_s2s_seal(&s->cluster, server_self_id(s), ctr,
+			      buf, len, buf, sizeof(buf), &len)) != AUTH_OK)) {
 		/* Our datagrams leave room for the seal: a bug. */
 		fatalx(
 		    "seal %s: %s", wire_kind_name(m->kind), auth_strerror(ae));
 	}
+	if (s->keyed && is_s2s(s, fd, m->kind) && boxed_kind(m->kind))
+		memcpy(buf, box, len);
+	if (s->keyed && fd == s->data_fd &&
+	    seal_for_client(s, to, m, buf, &len) == -1)
+		return;
 	if (net_send(fd, to, buf, len) == -1)
 		s->tx_errors++;
 	else
@@ -412,16 +488,128 @@ server_apply_election(struct server *s, int64_t now)
 
 /* ---- receiving -------------------------------------------------------- */
 
+/*
+ * A member's control address (ourselves included) is never rate-limited:
+ * a flooder spoofing it must not cut the member off (docs/SECURITY.md).
+ */
+static bool
+member_source(const struct server *s, const struct sockaddr_in *from)
+{
+	struct sockaddr_in sin;
+	size_t i;
+
+	for (i = 0; i < s->ring.n; i++)
+		if (s->ring.m[i].ctl_port == ntohs(from->sin_port) &&
+		    member_ctl_addr(&s->ring.m[i], &sin) == 0 &&
+		    sin.sin_addr.s_addr == from->sin_addr.s_addr)
+			return true;
+	return false;
+}
+
+/* The datagram's sender UUID is a member's (wherever it came from). */
+static bool
+member_uuid(struct server *s, const struct wire_msg *m)
+{
+	struct uuid u;
+
+	return uuid_parse(&u, m->from) == 0 && ring_find(&s->ring, &u) != NULL;
+}
+
+/* A datagram that failed a check: charged to its source's budget. */
+static void
+flood_charge(struct server *s, const struct sockaddr_in *from, int64_t now)
+{
+	char a[INET_ADDRSTRLEN];
+
+	if (member_source(s, from) ||
+	    ratelimit_charge(&s->rl, from->sin_addr.s_addr, now) != 1)
+		return;
+	log_limited(&s->rl_limit, now, 1000,
+	    "rate limit: %s sent more than %u bad datagrams (budget %u a "
+	    "second): all its datagrams are dropped until it slows down",
+	    inet_ntop(AF_INET, &from->sin_addr, a, sizeof(a)), s->rl.cfg.burst,
+	    s->rl.cfg.rate);
+}
+
+/*
+ * While held, sources over their budget are dropped by the kernel too (a
+ * socket filter), so their datagrams wake nobody; the control and
+ * discovery sockets still take every member's own address and port.
+ */
+static void
+flood_filter(struct server *s)
+{
+	static struct sock_filter prog[RATELIMIT_FILTER_MAX];
+	struct ratelimit_keep keep[RING_MAX];
+	uint32_t held[RATELIMIT_HELD_MAX];
+	const int fds[3] = {s->ctl_fd, s->disc_fd, s->data_fd};
+	struct sockaddr_in sin;
+	struct sock_fprog fp;
+	size_t i, nh, nk = 0;
+	int n, r, off = 0;
+
+	s->rl_gen = s->rl.gen;
+	nh = ratelimit_held(&s->rl, held, RATELIMIT_HELD_MAX);
+	for (i = 0; i < s->ring.n; i++)
+		if (member_ctl_addr(&s->ring.m[i], &sin) == 0) {
+			keep[nk].addr = sin.sin_addr.s_addr;
+			keep[nk++].port = sin.sin_port;
+		}
+	for (i = 0; i < 3; i++) {
+		if (nh == 0) {
+			(void)setsockopt(fds[i], SOL_SOCKET, SO_DETACH_FILTER,
+			    &off, sizeof(off));
+			continue;
+		}
+		n = ratelimit_filter(held, nh, keep,
+		    fds[i] == s->data_fd ? 0 : nk, prog, RATELIMIT_FILTER_MAX);
+		fp.len = (unsigned short)n;
+		fp.filter = prog;
+		r = n == -1 ? -1
+			    : setsockopt(fds[i], SOL_SOCKET, SO_ATTACH_FILTER,
+				  &fp, sizeof(fp));
+		if (r == -1)
+			log_limited(&s->rl_limit, loop_now_ms(), 1000,
+			    "rate limit: no socket filter (%s): sources over "
+			    "their budget are dropped unread instead",
+			    n == -1 ? "too many sources" : strerror(errno));
+	}
+}
+
+/* Datagrams the kernel dropped: a socket filter, or a full buffer. */
+static uint64_t
+kernel_drops(const struct server *s)
+{
+	const int fds[3] = {s->ctl_fd, s->disc_fd, s->data_fd};
+	uint32_t mi[SK_MEMINFO_VARS];
+	uint64_t n = 0;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		socklen_t len = sizeof(mi);
+
+		if (getsockopt(fds[i], SOL_SOCKET, SO_MEMINFO, mi, &len) == 0 &&
+		    len > SK_MEMINFO_DROPS * sizeof(mi[0]))
+			n += mi[SK_MEMINFO_DROPS];
+	}
+	return n;
+}
+
 static void
 drop(struct server *s, enum server_drop why, const struct sockaddr_in *from,
     const char *kind)
 {
+	int64_t now = loop_now_ms();
 	char a[64];
 
 	s->drops[why]++;
-	log_limited(&s->bad_limit, loop_now_ms(), 1000,
-	    "dropped %s datagram from %s: %s", kind,
-	    net_ntop(from, a, sizeof(a)), drop_names[why]);
+	flood_charge(s, from, now);
+	if (now < s->bad_limit.next_ms) {
+		s->bad_limit.suppressed++; /* no line due: nothing to format */
+		return;
+	}
+	log_limited(&s->bad_limit, now, 1000, "dropped %s datagram from %s: %s",
+	    kind, net_ntop(from, a, sizeof(a)), drop_names[why]);
 }
 
 static int
@@ -698,6 +886,23 @@ send_beatack(struct server *s, const struct member *to, uint64_t seq)
 	server_send_member(s, &to->uuid, &m);
 }
 
+/* Gaps between the beats of one leader, for status (floods). */
+static void
+beat_heard(struct server *s, const struct member *mb, int64_t now)
+{
+	int64_t gap = now - s->beat_last_ms;
+
+	if (s->beats > 0 && uuid_cmp(&s->beat_from, &mb->uuid) == 0) {
+		if (gap > s->beat_gap_max_ms)
+			s->beat_gap_max_ms = gap;
+		if (gap > 2 * s->cfg.hb.interval_ms)
+			s->beats_late++;
+	}
+	s->beat_from = mb->uuid;
+	s->beat_last_ms = now;
+	s->beats++;
+}
+
 static void
 on_beat(struct server *s, struct member *mb, const struct wire_msg *m,
     const struct sockaddr_in *from, int64_t now)
@@ -713,8 +918,10 @@ on_beat(struct server *s, struct member *mb, const struct wire_msg *m,
 	    1) {
 		server_apply_election(s, now);
 		if (s->el.role == ROLE_BACKUP &&
-		    uuid_cmp(&s->el.leader, &mb->uuid) == 0)
+		    uuid_cmp(&s->el.leader, &mb->uuid) == 0) {
 			hb_follower_on_beat(&s->hbf, now);
+			beat_heard(s, mb, now);
+		}
 	} else {
 		server_apply_election(s, now);
 	}
@@ -915,6 +1122,11 @@ server_leader_msg(struct server *s, const char *to, char lb[UUID_STRLEN + 1],
 	wire_add(r, "leader", uuid_format(&lm->uuid, lb));
 	wire_add(r, "addr", lm->addr);
 	wire_add_u64(r, "port", lm->port);
+	if (s->keyed) {
+		/* The cluster's public key: the client pins it, then seals. */
+		auth_pk_to_text(s->cluster.kx_pk, s->pk_text);
+		wire_add(r, "pk", s->pk_text);
+	}
 	return 0;
 }
 
@@ -1021,12 +1233,15 @@ s2s_open(struct server *s, const char *buf, size_t n, const struct wire_msg *m,
 	char a[64];
 
 	e = auth_s2s_verify(&s->cluster, m->from, buf, n, &ctr, &plen);
+	if (e == AUTH_OK && boxed_kind(m->kind))
+		e = AUTH_EMALFORMED; /* chat in clear: must come boxed */
 	if (e == AUTH_OK) {
 		p = s2s_peer(s, m->from);
 		e = auth_window_check(&p->w, ctr, s->ctr_floor);
 	}
 	if (e != AUTH_OK) {
 		s->auth_drops[e]++;
+		flood_charge(s, from, now);
 		log_limited(&s->bad_limit, now, 1000,
 		    "dropped %s datagram from %s: %s", wire_kind_name(m->kind),
 		    net_ntop(from, a, sizeof(a)), auth_strerror(e));
@@ -1037,43 +1252,261 @@ s2s_open(struct server *s, const char *buf, size_t n, const struct wire_msg *m,
 	return 0;
 }
 
+/* Keyed: a server datagram in a box (repl, snap): opened, then checked. */
+static void
+on_boxed(struct server *s, const char *buf, size_t n,
+    const struct sockaddr_in *from, int64_t now)
+{
+	char pt[WIRE_MAX], id[UUID_STRLEN + 1], a[64];
+	struct s2s_peer *p = NULL;
+	struct uuid sender;
+	struct wire_msg m;
+	uint64_t ctr;
+	size_t plen;
+	enum auth_err e;
+
+	e = auth_s2s_unbox(
+	    &s->cluster, buf, n, sender.b, &ctr, pt, sizeof(pt), &plen);
+	/* Inside, a repl or snap whose sender is the box's. */
+	if (e == AUTH_OK &&
+	    (wire_decode(&m, pt, plen) != WIRE_OK || !boxed_kind(m.kind) ||
+		strcmp(m.from, uuid_format(&sender, id)) != 0))
+		e = AUTH_EMALFORMED;
+	if (e == AUTH_OK) {
+		p = s2s_peer(s, id);
+		e = auth_window_check(&p->w, ctr, s->ctr_floor);
+	}
+	if (e != AUTH_OK) {
+		s->auth_drops[e]++;
+		flood_charge(s, from, now);
+		log_limited(&s->bad_limit, now, 1000,
+		    "dropped boxed datagram from %s: %s",
+		    net_ntop(from, a, sizeof(a)), auth_strerror(e));
+		return;
+	}
+	auth_window_update(&p->w, ctr);
+	p->last_ms = now;
+	handle_ctl_datagram(s, &m, from, now);
+}
+
+/* At most HINTS_PER_S plain answers a second, to anyone. */
+static bool
+hint_ok(struct server *s, int64_t now)
+{
+	if (now - s->hint_ok_ms >= 1000) {
+		s->hint_ok_ms = now;
+		s->hints = 0;
+	}
+	return s->hints++ < HINTS_PER_S;
+}
+
+/* Where the leader is, in clear: a sealed datagram reached a non-leader. */
+static void
+send_hint(struct server *s, const struct sockaddr_in *to, int64_t now)
+{
+	char lb[UUID_STRLEN + 1];
+	struct wire_msg r;
+
+	if (hint_ok(s, now) && server_leader_msg(s, "?", lb, &r) == 0)
+		server_send(s, s->data_fd, to, &r);
+}
+
+/* A token for one X25519: DERIVE_PER_S a second, a tenth as burst. */
+static bool
+derive_ok(struct server *s, int64_t now)
+{
+	s->derive_tokens += (double)(now - s->derive_ms) * DERIVE_PER_S / 1000;
+	s->derive_ms = now;
+	if (s->derive_tokens > DERIVE_PER_S / 10)
+		s->derive_tokens = DERIVE_PER_S / 10;
+	if (s->derive_tokens < 1)
+		return false;
+	s->derive_tokens -= 1;
+	return true;
+}
+
+/*
+ * Keyed: a client datagram in its session.  Only the leader holds
+ * sessions; it opens the datagram (a new key costs an X25519 from the
+ * budget), then handles the inner datagram as a plain one, with
+ * s->req_key naming the session for the relay.
+ */
+static void
+on_sealed(struct server *s, const char *buf, size_t n,
+    const struct sockaddr_in *from, int64_t now)
+{
+	uint8_t pk[AUTH_PK_BYTES];
+	char pt[WIRE_MAX], a[64];
+	const struct sess *known;
+	struct sess *e;
+	struct wire_msg m;
+	uint64_t epoch;
+	size_t plen;
+	bool may;
+	enum auth_err ae;
+	enum wire_err we;
+
+	if (!s->chat.leader) {
+		send_hint(s, from, now);
+		return;
+	}
+	if ((ae = auth_session_peek(buf, n, pk, &epoch)) == AUTH_OK) {
+		known = sess_find(&s->sess, pk);
+		may = (known != NULL && known->epoch == s->el.epoch) ||
+		    epoch != s->el.epoch || derive_ok(s, now);
+		ae = sess_open(&s->sess, &s->cluster, s->el.epoch,
+		    (uint64_t)wall_ms(), now, may, buf, n, pt, sizeof(pt),
+		    &plen, &e);
+	}
+	if (ae != AUTH_OK) {
+		s->sess_drops[ae]++;
+		if (ae == AUTH_EEPOCH) {
+			/* A client still on an older leader: say who leads. */
+			if (epoch > s->el.epoch)
+				flood_charge(s, from, now); /* none is newer */
+			send_hint(s, from, now);
+			return;
+		}
+		flood_charge(s, from, now);
+		log_limited(&s->bad_limit, now, 1000,
+		    "dropped session datagram from %s: %s",
+		    net_ntop(from, a, sizeof(a)), auth_strerror(ae));
+		return;
+	}
+	sess_seen(
+	    &s->sess, e, from->sin_addr.s_addr, ntohs(from->sin_port), now);
+	if ((we = wire_decode(&m, pt, plen)) != WIRE_OK) {
+		s->wire_errors[we]++;
+		log_limited(&s->bad_limit, now, 1000,
+		    "bad datagram in the session of %s: %s",
+		    net_ntop(from, a, sizeof(a)), wire_strerror(we));
+		return;
+	}
+	strlcpy(s->req_key, e->key, sizeof(s->req_key));
+	handle_client_datagram(s, s->data_fd, &m, from, now);
+	s->req_key[0] = '\0';
+}
+
+/* Keyed: a plain client datagram that needs a session. */
+static bool
+plain_refused(struct server *s, int fd, const struct wire_msg *m,
+    const struct sockaddr_in *from, int64_t now)
+{
+	struct wire_msg r;
+	char a[64];
+
+	if (fd != s->data_fd || m->kind == WK_WHERE || m->kind == WK_VOTE ||
+	    m->kind == WK_LEADER)
+		return false;
+	s->plain_refused++;
+	log_limited(&s->bad_limit, now, 1000,
+	    "refused plain %s datagram from %s: the cluster has a key",
+	    wire_kind_name(m->kind), net_ntop(from, a, sizeof(a)));
+	if (hint_ok(s, now)) {
+		wire_init(&r, WK_ERR, m->from,
+		    "this cluster has a key: plain datagrams are refused, "
+		    "speak in an encrypted session (docs/SECURITY.md)",
+		    server_self_id(s));
+		wire_add(&r, "code", "sealed");
+		wire_add(&r, "re", wire_kind_name(m->kind));
+		server_send(s, s->data_fd, from, &r);
+	}
+	return true;
+}
+
 static void
 on_readable(struct loop *l, int fd, void *arg)
 {
+	/* One byte more than allowed, so oversize is seen, not cut. */
+	static char bufs[RX_BURST][WIRE_MAX + 1];
+	static struct sockaddr_in froms[RX_BURST];
+	static struct mmsghdr mm[RX_BURST];
+	static struct iovec iov[RX_BURST];
 	struct server *s = arg;
 	struct sockaddr_in from;
-	char buf[WIRE_MAX + 1];
 	struct wire_msg m;
-	int i;
+	int64_t now;
+	int i, got;
 
 	(void)l;
+	/* One system call for up to RX_BURST: a flood is drained faster. */
 	for (i = 0; i < RX_BURST; i++) {
-		socklen_t flen = sizeof(from);
-		ssize_t n;
+		iov[i].iov_base = bufs[i];
+		iov[i].iov_len = sizeof(bufs[i]);
+		memset(&mm[i].msg_hdr, 0, sizeof(mm[i].msg_hdr));
+		mm[i].msg_hdr.msg_name = &froms[i];
+		mm[i].msg_hdr.msg_namelen = sizeof(froms[i]);
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+	}
+	got = recvmmsg(fd, mm, RX_BURST, MSG_TRUNC, NULL);
+	now = loop_now_ms(); /* once a batch: a clock read costs a flood */
+	for (i = 0; i < got; i++) {
+		const char *buf = bufs[i];
+		size_t n = mm[i].msg_len; /* MSG_TRUNC: the whole length */
 		enum wire_err e;
-		int64_t now;
 
-		/* One byte more than allowed, so oversize is seen, not cut. */
-		n = recvfrom(fd, buf, sizeof(buf), MSG_TRUNC,
-		    (struct sockaddr *)&from, &flen);
-		if (n == -1)
-			return; /* EAGAIN: drained */
+		from = froms[i];
 		s->rx++;
-		now = loop_now_ms();
+		/* The cheapest check first: a source over its budget. */
+		if (ratelimit_find(&s->rl, from.sin_addr.s_addr) != NULL &&
+		    (fd == s->data_fd || !member_source(s, &from)) &&
+		    ratelimit_over(&s->rl, from.sin_addr.s_addr, now))
+			continue;
+		if (s->keyed && fd == s->data_fd && (size_t)n <= WIRE_MAX &&
+		    auth_session_is_sealed(buf, (size_t)n)) {
+			on_sealed(s, buf, (size_t)n, &from, now);
+			continue;
+		}
+		if (s->keyed && fd == s->ctl_fd && (size_t)n <= WIRE_MAX &&
+		    auth_s2s_is_boxed(buf, (size_t)n)) {
+			on_boxed(s, buf, (size_t)n, &from, now);
+			continue;
+		}
 		e = (size_t)n > WIRE_MAX ? WIRE_ETOOBIG
 					 : wire_decode(&m, buf, (size_t)n);
 		if (e != WIRE_OK) {
 			char a[64];
 
 			s->wire_errors[e]++;
+			flood_charge(s, &from, now);
+			if (now < s->bad_limit.next_ms) {
+				s->bad_limit
+				    .suppressed++; /* nothing to format */
+				continue;
+			}
 			log_limited(&s->bad_limit, now, 1000,
 			    "bad datagram from %s: %s",
 			    net_ntop(&from, a, sizeof(a)), wire_strerror(e));
 			continue;
 		}
+		/*
+		 * A sealed server datagram from a stranger (no member's control
+		 * address): from a UUID no member has, dropped before its
+		 * HMAC; else (a new server's news or member record, a member's
+		 * datagram replayed from elsewhere) verified, but strangers
+		 * together get STRANGER_MACS_PER_S, so sources new every
+		 * datagram, which no per-source budget catches, cannot spend
+		 * the CPU on HMACs.
+		 */
+		if (s->keyed && is_s2s(s, fd, m.kind) &&
+		    !member_source(s, &from) && wire_get(&m, "mac") != NULL) {
+			if (m.kind != WK_NEWS && m.kind != WK_MEMBER &&
+			    !member_uuid(s, &m)) {
+				(void)authentic_member(
+				    s, &m, &from); /* counts */
+				continue;
+			}
+			if (!ratelimit_bucket_take(&s->strangers, now))
+				continue;
+		}
 		if (s->keyed && is_s2s(s, fd, m.kind) &&
 		    s2s_open(s, buf, (size_t)n, &m, &from, now) == -1)
 			continue;
+		if (s->keyed && plain_refused(s, fd, &m, &from, now)) {
+			flood_charge(s, &from, now);
+			continue;
+		}
 		if (fd == s->ctl_fd)
 			handle_ctl_datagram(s, &m, &from, now);
 		else
@@ -1282,6 +1715,9 @@ server_tick(struct loop *l, int64_t now, void *arg)
 	struct server *s = arg;
 
 	(void)l;
+	ratelimit_tick(&s->rl, now);
+	if (s->rl.gen != s->rl_gen)
+		flood_filter(s);
 	election_tick(&s->el, &s->ring, now);
 	server_apply_election(s, now);
 	if (s->el.role == ROLE_BACKUP)
@@ -1315,6 +1751,10 @@ server_tick(struct loop *l, int64_t now, void *arg)
 		servers_write(s);
 	chat_tick(s, now);
 	conns_expire(s, now);
+	if (s->keyed && now >= s->sess_expire_ms) {
+		sess_expire(&s->sess, now);
+		s->sess_expire_ms = now + 1000;
+	}
 }
 
 static int64_t
@@ -1385,6 +1825,7 @@ print_status(struct server *s, FILE *f)
 	const struct member *lm =
 	    s->el.has_leader ? ring_find_const(&s->ring, &s->el.leader) : NULL;
 	uint64_t bad = 0;
+	char fp[AUTH_FP_SIZE];
 	size_t i;
 
 	for (i = 1; i < WIRE_NERR; i++)
@@ -1393,6 +1834,7 @@ print_status(struct server *s, FILE *f)
 		bad += s->drops[i];
 	for (i = 1; i < AUTH_NERR; i++)
 		bad += s->auth_drops[i];
+	bad += s->rl.dropped;
 	fprintf(f,
 	    "server %s (%s) on %s, data %s:%u, control %u, discovery %u\n",
 	    me->name, server_self_id(s), s->ifc.name, me->addr, me->port,
@@ -1406,6 +1848,27 @@ print_status(struct server *s, FILE *f)
 	fprintf(f, "elections %llu, datagrams in %llu out %llu, dropped %llu\n",
 	    (unsigned long long)s->elections, (unsigned long long)s->rx,
 	    (unsigned long long)s->tx, (unsigned long long)bad);
+	if (s->beats > 0)
+		fprintf(f,
+		    "beats from the leader %llu, largest gap %lld ms, "
+		    "%llu more than two periods apart\n",
+		    (unsigned long long)s->beats, (long long)s->beat_gap_max_ms,
+		    (unsigned long long)s->beats_late);
+	if (s->rl.cfg.rate == 0)
+		fprintf(f, "rate limit: off\n");
+	else
+		fprintf(f,
+		    "rate limit: %u bad datagrams a second per source, "
+		    "burst %u; %zu sources over it now, %llu times in all; "
+		    "dropped unread %llu; kernel drops (socket filter or "
+		    "full buffer) %llu; strangers' MAC checks over %d a "
+		    "second %llu\n",
+		    s->rl.cfg.rate, s->rl.cfg.burst,
+		    ratelimit_count_over(&s->rl, loop_now_ms()),
+		    (unsigned long long)s->rl.episodes,
+		    (unsigned long long)s->rl.dropped,
+		    (unsigned long long)kernel_drops(s), STRANGER_MACS_PER_S,
+		    (unsigned long long)s->strangers.refused);
 	if (!s->keyed) {
 		fprintf(f, "cluster key: none (open)\n");
 		return;
@@ -1419,6 +1882,25 @@ print_status(struct server *s, FILE *f)
 		s->auth_drops[AUTH_ETOOBIG]),
 	    (unsigned long long)s->auth_drops[AUTH_EREPLAY],
 	    (unsigned long long)s->auth_drops[AUTH_ETOOOLD]);
+	auth_fingerprint(s->cluster.kx_pk, fp);
+	fprintf(f,
+	    "cluster fingerprint: %s (ringchat shows it when it pins the key)\n",
+	    fp);
+	fprintf(f,
+	    "client sessions: %zu live, %llu created; refused: plain %llu, "
+	    "bad tag %llu, replayed %llu, too old %llu, old epoch %llu, "
+	    "malformed %llu, busy %llu; unsent without a session %llu\n",
+	    s->sess.live, (unsigned long long)s->sess.created,
+	    (unsigned long long)s->plain_refused,
+	    (unsigned long long)s->sess_drops[AUTH_EBADMAC],
+	    (unsigned long long)s->sess_drops[AUTH_EREPLAY],
+	    (unsigned long long)s->sess_drops[AUTH_ETOOOLD],
+	    (unsigned long long)s->sess_drops[AUTH_EEPOCH],
+	    (unsigned long long)(s->sess_drops[AUTH_EMALFORMED] +
+		s->sess_drops[AUTH_ESESSION] + s->sess_drops[AUTH_EKX]),
+	    (unsigned long long)(s->sess_drops[AUTH_ETOOBIG] +
+		s->sess_drops[AUTH_ENOMEM]),
+	    (unsigned long long)s->tx_nosess);
 }
 
 static void
@@ -1435,6 +1917,7 @@ print_status_json(struct server *s, FILE *f)
 		bad += s->drops[i];
 	for (i = 1; i < AUTH_NERR; i++)
 		bad += s->auth_drops[i];
+	bad += s->rl.dropped;
 	memset(&st, 0, sizeof(st));
 	st.name = ring_self(&s->ring)->name;
 	st.uuid = &s->ring.self;
@@ -1638,6 +2121,7 @@ server_cfg_defaults(struct server_cfg *c)
 	c->el.retries = 3;
 	c->el.timeout_ms = 1000;
 	c->discovery_ms = 600;
+	ratelimit_cfg_defaults(&c->rl);
 }
 
 static void
@@ -1805,6 +2289,8 @@ server_key_load(struct server *s)
 	auth_ctr_init(&s->ctr, (uint64_t)now);
 	s->ctr_floor = auth_ctr_floor((uint64_t)now, AUTH_SKEW_MS);
 	s->keyed = true;
+	if (sess_init(&s->sess, SESS_MAX) == -1)
+		fatalx("client sessions: out of memory");
 	auth_fingerprint(s->cluster.kx_pk, fp);
 	log_info("cluster key %s: server datagrams authenticated (cluster "
 		 "fingerprint %s)",
@@ -1854,6 +2340,18 @@ server_init(struct server *s, const struct server_cfg *cfg)
 	load_servers(s);
 	load_peers(s);
 	chat_load(s);
+	/* Limits: the same on every server (docs/RELAY.md). */
+	if (s->cfg.users_max != 0)
+		s->chat.relay.cfg.users_max = s->cfg.users_max;
+	if (s->cfg.rooms_max != 0)
+		s->chat.relay.cfg.rooms_max = s->cfg.rooms_max;
+	if (s->cfg.queue_max != 0)
+		s->chat.relay.cfg.queue_max = s->cfg.queue_max;
+	if (ratelimit_init(&s->rl, &s->cfg.rl, arc4random()) == -1)
+		fatalx("rate limit %u a second, burst %u: out of range",
+		    s->cfg.rl.rate, s->cfg.rl.burst);
+	ratelimit_bucket_init(&s->strangers, STRANGER_MACS_PER_S,
+	    STRANGER_MACS_PER_S, loop_now_ms());
 	open_control_socket(s);
 	if (s->cfg.events_file[0] != '\0') {
 		if (events_open(
@@ -1936,5 +2434,6 @@ server_shutdown(struct server *s)
 		close(s->disc_fd);
 	chat_free(s);
 	events_close(&s->ev);
+	sess_free(&s->sess);
 	auth_cluster_wipe(&s->cluster);
 }

@@ -16,7 +16,9 @@
 #include "log.h"
 #include "loop.h"
 #include "net.h"
+#include "ratelimit.h"
 #include "ring.h"
+#include "sess.h"
 #include "store.h"
 #include "wire.h"
 
@@ -39,7 +41,10 @@ struct server_cfg {
 	char key_file[PATH_MAX]; /* --cluster-key; empty: the cluster is open */
 	struct hb_cfg hb;
 	struct election_cfg el;
-	int64_t discovery_ms; /* no leader heard by then: elect */
+	int64_t discovery_ms;	 /* no leader heard by then: elect */
+	struct ratelimit_cfg rl; /* --rate-limit, --rate-burst */
+	/* --max-users, --max-rooms, --max-queue; 0: the relay's default */
+	uint32_t users_max, rooms_max, queue_max;
 };
 
 /* A server's replay window for its authenticated datagrams. */
@@ -120,7 +125,33 @@ struct server {
 	uint64_t ctr_floor; /* counters recorded long before our start */
 	struct s2s_peer s2s[RING_MAX];
 	uint64_t auth_drops[AUTH_NERR];
+	/*
+	 * The client session (public key, base64url) of the client datagram
+	 * being handled; "" for a plain one (an open cluster).
+	 */
+	char req_key[AUTH_PK_TEXT];
+	/* keyed: the leader's client sessions (src/sess.c) */
+	struct sess_table sess;
+	uint64_t sess_drops[AUTH_NERR]; /* session datagrams refused */
+	uint64_t plain_refused;		/* plain client datagrams refused */
+	uint64_t tx_nosess;   /* client datagrams not sent: no session */
+	double derive_tokens; /* X25519 derivations allowed now */
+	int64_t derive_ms;    /* when the tokens were counted */
+	int64_t hint_ok_ms;   /* plain answers to sealed or plain datagrams */
+	uint32_t hints;	      /* sent since hint_ok_ms */
+	int64_t sess_expire_ms;
+	char pk_text[AUTH_PK_TEXT]; /* the cluster's public key, for clients */
 	struct log_limit bad_limit;
+	/* sources whose failed datagrams exceed their budget (ratelimit.h) */
+	struct ratelimit rl;
+	struct log_limit rl_limit;
+	uint64_t rl_gen; /* the held sources the socket filters drop */
+	/* MAC checks of strangers' news and member records, all together */
+	struct ratelimit_bucket strangers;
+	/* beats heard from the leader we follow, for status: gaps between */
+	struct uuid beat_from;
+	int64_t beat_last_ms, beat_gap_max_ms;
+	uint64_t beats, beats_late; /* late: more than two periods apart */
 	uint64_t rx, tx, tx_errors;
 
 	struct chat chat; /* the relay and its replication */
@@ -155,6 +186,14 @@ void server_send(struct server *, int fd, const struct sockaddr_in *,
 /* To a member's control port; nothing when it is unknown. */
 void
 server_send_member(struct server *, const struct uuid *, struct wire_msg *);
+/*
+ * Keyed cluster: datagrams to addr:port are sealed for the client session
+ * whose public key is key (base64url), as after a failover, when the new
+ * leader knows a session from the replicated users only.  0, or -1 when
+ * the key is malformed or the cluster is open.
+ */
+int server_session_bind(
+    struct server *, const char *key, const char *addr, uint16_t port);
 /* Our UUID as text (a static buffer). */
 const char *server_self_id(struct server *);
 

@@ -669,6 +669,24 @@ check_room(const char *s, char *why, size_t whysz)
 	return check_name(s, ROOM_NAME_MAX, why, whysz);
 }
 
+/* NULL when s is a usable password hash, else why not. */
+static const char *
+check_pwhash(const char *s)
+{
+	switch (strnlen(s, AUTH_PWHASH_SIZE) == AUTH_PWHASH_SIZE
+		? AUTH_EPW_HASH
+		: auth_pw_hash_check(s)) {
+	case AUTH_OK:
+		return NULL;
+	case AUTH_EPW_HASH:
+		return "expected an Argon2id password hash (\"$argon2id$v=19$"
+		       "m=...,t=...,p=1$...\") within the cost bounds";
+	default:
+		return "password hashes cannot be checked (libsodium did not "
+		       "initialise)";
+	}
+}
+
 static const char *
 check_addr(const char *s)
 {
@@ -930,6 +948,25 @@ json_addr(const struct doc *d, const cJSON *it, const struct where *w,
 	return 0;
 }
 
+/*
+ * A password hash: an Argon2id string as auth_pw_hash writes it, within
+ * the cost bounds of auth_pw_hash_check (a damaged or hostile file must
+ * not make the leader spend gigabytes per login).
+ */
+static int
+json_pwhash(const struct doc *d, const cJSON *it, const struct where *w,
+    char buf[AUTH_PWHASH_SIZE])
+{
+	const char *why;
+
+	if (!cJSON_IsString(it))
+		return doc_fail(d, w, "expected an Argon2id password hash");
+	if ((why = check_pwhash(it->valuestring)) != NULL)
+		return doc_fail(d, w, "%s", why);
+	(void)strlcpy(buf, it->valuestring, AUTH_PWHASH_SIZE);
+	return 0;
+}
+
 static int
 json_uuid(
     const struct doc *d, const cJSON *it, const struct where *w, struct uuid *u)
@@ -1096,6 +1133,9 @@ user_from_json(
 		return -1;
 	if (get_member(d, o, ow, "last_seen", false, &it, &w) == -1 ||
 	    (it != NULL && json_time(d, it, &w, &u->last_seen) == -1))
+		return -1;
+	if (get_member(d, o, ow, "password", false, &it, &w) == -1 ||
+	    (it != NULL && json_pwhash(d, it, &w, u->password) == -1))
 		return -1;
 	if (get_member(d, o, ow, "rooms", false, &it, &w) == -1)
 		return -1;
@@ -1311,9 +1351,17 @@ out:
 	return rv;
 }
 
-int
-store_write_atomic(
-    const char *path, const void *data, size_t len, struct store_error *err)
+/*
+ * Files that hold password hashes (users.json, the chat journal) are
+ * for the server's user alone: an Argon2id hash still lets whoever
+ * reads it guess offline.
+ */
+#define MODE_PUBLIC  0644
+#define MODE_PRIVATE 0600
+
+static int
+write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+    struct store_error *err)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX], *slash;
 	const char *p = data, *what;
@@ -1336,7 +1384,7 @@ store_write_atomic(
 		return seterr(err, "%s: cannot create a temporary file: %s",
 		    path, strerror(errno));
 	what = "fchmod";
-	if (fchmod(fd, 0644) == -1)
+	if (fchmod(fd, mode) == -1)
 		goto fail;
 	what = "write";
 	while (off < len) {
@@ -1387,6 +1435,13 @@ fail:
 	(void)unlink(tmp);
 	return seterr(err, "%s: %s %s: %s (file left unchanged)", path, what,
 	    tmp, strerror(saved));
+}
+
+int
+store_write_atomic(
+    const char *path, const void *data, size_t len, struct store_error *err)
+{
+	return write_atomic(path, data, len, MODE_PUBLIC, err);
 }
 
 /* ---- chat journal ---------------------------------------------------- */
@@ -1486,7 +1541,9 @@ store_journal_load(const char *dir, store_journal_cb snap_cb,
 		journal_where(err, snapp, 0);
 		goto out;
 	}
-	for (p = log, end = log + loglen; rl == 0 && p < end; p = nl + 1) {
+	/* Without chat.log, log is NULL: no arithmetic on it. */
+	end = rl == 0 ? log + loglen : NULL;
+	for (p = log; rl == 0 && p < end; p = nl + 1) {
 		line++;
 		nl = memchr(p, '\n', (size_t)(end - p));
 		if (journal_line(p,
@@ -1556,13 +1613,18 @@ store_journal_open(struct store_journal *j, const char *dir, bool truncate_torn,
 			    strerror(errno));
 	}
 	if ((j->fd = open(j->log_path,
-		 O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) == -1)
+		 O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, MODE_PRIVATE)) ==
+	    -1)
 		return seterr(err, "%s: %s", j->log_path, strerror(errno));
-	if (fstat(j->fd, &st) == -1) {
+	/* One written before it held password hashes is made private. */
+	if (fstat(j->fd, &st) == -1 ||
+	    ((st.st_mode & 0077) != 0 && fchmod(j->fd, MODE_PRIVATE) == -1)) {
+		int saved = errno;
+
 		(void)close(j->fd);
 		j->fd = -1;
-		return seterr(
-		    err, "%s: fstat: %s", j->log_path, strerror(errno));
+		return seterr(err, "%s: fstat or fchmod: %s", j->log_path,
+		    strerror(saved));
 	}
 	j->bytes = (uint64_t)st.st_size;
 	if (!truncate_torn) /* counted roughly: compaction is by bytes too */
@@ -1658,7 +1720,7 @@ store_journal_reset(struct store_journal *j, const char *snap, size_t len,
 {
 	if (j->fd == -1)
 		return seterr(err, "chat journal: not open");
-	if (store_write_atomic(j->snap_path, snap, len, err) == -1)
+	if (write_atomic(j->snap_path, snap, len, MODE_PRIVATE, err) == -1)
 		return -1;
 	j->wlen = 0; /* the snapshot holds those ops */
 	if (ftruncate(j->fd, 0) == -1 || fdatasync(j->fd) == -1)
@@ -1870,6 +1932,9 @@ check_users(const struct users_state *s, struct store_error *err)
 		if (check_time(u->last_seen) == -1)
 			return seterr(
 			    err, "users[%zu].last_seen: out of range", i);
+		if (u->password[0] != '\0' &&
+		    (why = check_pwhash(u->password)) != NULL)
+			return seterr(err, "users[%zu].password: %s", i, why);
 		if (u->nrooms > USER_ROOMS_MAX)
 			return seterr(err,
 			    "users[%zu].rooms: more than %d rooms", i,
@@ -1933,6 +1998,8 @@ store_format_users(
 			}
 		}
 		ok = ok && add_time(o, "last_seen", u->last_seen);
+		if (ok && u->password[0] != '\0')
+			ok = add_str(o, "password", u->password);
 	}
 	if (ok && (text = json_print(root, lenp)) != NULL)
 		goto out;
@@ -1947,7 +2014,8 @@ out:
 
 /* Writes text (NULL: formatting failed) atomically and frees it. */
 static int
-write_text(const char *path, char *text, size_t len, struct store_error *err)
+write_text(const char *path, char *text, size_t len, mode_t mode,
+    struct store_error *err)
 {
 	int rv;
 
@@ -1957,7 +2025,7 @@ write_text(const char *path, char *text, size_t len, struct store_error *err)
 		(void)strlcpy(why, err->text, sizeof(why));
 		return seterr(err, "%s: %s (not written)", path, why);
 	}
-	rv = store_write_atomic(path, text, len, err);
+	rv = write_atomic(path, text, len, mode, err);
 	free(text);
 	return rv;
 }
@@ -1990,7 +2058,7 @@ store_write_servers(
 	/* Two statements: the order of evaluation of arguments is unspecified.
 	 */
 	text = store_format_servers(s, &len, err);
-	return write_text(path, text, len, err);
+	return write_text(path, text, len, MODE_PUBLIC, err);
 }
 
 int
@@ -2021,7 +2089,7 @@ store_write_users(
 	/* Two statements: the order of evaluation of arguments is unspecified.
 	 */
 	text = store_format_users(s, &len, err);
-	return write_text(path, text, len, err);
+	return write_text(path, text, len, MODE_PRIVATE, err);
 }
 
 int
@@ -2081,7 +2149,7 @@ store_write_identity(const char *path, const struct uuid *u, const char *name,
 	cJSON_Delete(root);
 	if (text == NULL)
 		seterr(err, "out of memory");
-	return write_text(path, text, len, err);
+	return write_text(path, text, len, MODE_PUBLIC, err);
 }
 
 /* ---- lines and status ------------------------------------------------ */

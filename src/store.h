@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "ring.h"
 #include "uuid.h"
 
@@ -47,6 +48,8 @@ struct user {
 	char rooms[USER_ROOMS_MAX][ROOM_NAME_MAX];
 	size_t nrooms;
 	int64_t last_seen; /* seconds since the epoch; 0 = never */
+	/* Argon2id hash of the password (auth_pw_hash); "" = none */
+	char password[AUTH_PWHASH_SIZE];
 };
 
 /* users.json: the registered users. */
@@ -56,7 +59,11 @@ struct users_state {
 	size_t n, cap;
 };
 
-/* mkstemp in the same directory, write, fsync, rename, fsync the dir. */
+/*
+ * mkstemp in the same directory, write, fsync, rename, fsync the dir;
+ * mode 0644.  users.json and the chat journal, which hold password
+ * hashes, are written the same way with mode 0600.
+ */
 int store_write_atomic(
     const char *path, const void *data, size_t len, struct store_error *);
 

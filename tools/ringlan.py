@@ -234,10 +234,12 @@ class Host:
                            f"{r.returncode}: {(r.stderr or b'').decode(errors='replace').strip()}")
         return r
 
-    def socket(self, family=None, kind=None):
+    def socket(self, family=None, kind=None, proto=0):
         """A socket of this host, usable from this process: the calling
         thread enters the namespace just long enough to create it (setns
-        changes only the calling thread's namespace)."""
+        changes only the calling thread's namespace).  On the switch, an
+        AF_PACKET socket with proto ETH_P_ALL hears every frame crossing
+        the bridge (a capture, as a rogue host on a hub would)."""
         family = socketlib.AF_INET if family is None else family
         kind = socketlib.SOCK_DGRAM if kind is None else kind
         mine = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
@@ -247,7 +249,7 @@ class Host:
                 raise LanError(f"{self.name}: namespace holder {self.pid} is gone")
             _setns(theirs)
             try:
-                return socketlib.socket(family, kind)
+                return socketlib.socket(family, kind, proto)
             finally:
                 _setns(mine)
         finally:

@@ -14,6 +14,8 @@ import subprocess
 import time
 import uuid as uuidlib
 
+import pytest
+
 BUILD = os.environ.get("RINGCHAT_BUILD",
                        os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 RINGCHATD = os.path.join(BUILD, "ringchatd")
@@ -189,3 +191,16 @@ class Cluster:
 
     def by_uuid(self, u):
         return next(s for s in self.servers if s.uuid == u)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_config(tmp_path_factory):
+    """Clients pin cluster keys under XDG_CONFIG_HOME (or ~/.config): a
+    temporary one in tests, never the user's.  Imported by the conftests."""
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+    yield
+    if old is None:
+        del os.environ["XDG_CONFIG_HOME"]
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old

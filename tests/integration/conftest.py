@@ -5,7 +5,7 @@ import os
 import pytest
 
 import test_client  # the script-mode client
-from cluster import RINGCHATD, Cluster
+from cluster import RINGCHATD, Cluster, private_config  # noqa: F401 (a fixture)
 
 
 def pytest_sessionstart(session):

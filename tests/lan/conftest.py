@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from lancluster import RINGCHAT, RINGCHATD, LanCluster, ringlan
+from cluster import private_config  # noqa: F401,E402 (a fixture; tests/integration)
 
 
 def root_links():

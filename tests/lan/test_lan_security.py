@@ -89,7 +89,9 @@ def test_a_rogue_host_without_the_key_should_change_nothing(lan_cluster, tmp_pat
             assert top not in ring
         assert c.agreed_leader() == leader
         # Chat goes on through the keyed cluster.
-        alice, bob = c.client(0, "alice"), c.client(0, "bob")
+        pw = tmp_path / "pw"
+        pw.write_text("a password of the keyed cluster\n")
+        alice, bob = (c.client(0, u, "--password-file", str(pw)) for u in ("alice", "bob"))
         chat_ready(alice, bob)
         join("#safe", alice, bob)
         alice.say("still here")

@@ -1481,6 +1481,64 @@ pin_find_should_parse_strictly(void **state)
 	assert_false(found);
 }
 
+static void
+box_should_round_trip_and_refuse_any_change(void **state)
+{
+	const char dg[] =
+	    "repl@" S2 "@op text with a secret@" S1 "@epoch=2@v=7@n=1";
+	struct auth_cluster c, other;
+	uint8_t sender[16], got[16], box[WIRE_MAX];
+	char out[WIRE_MAX];
+	uint64_t ctr;
+	size_t len, olen, i;
+
+	(void)state;
+	make_cluster(&c, 1);
+	make_cluster(&other, 2);
+	memset(sender, 0xab, sizeof(sender));
+	assert_int_equal(auth_s2s_box(&c, sender, 1234, dg, strlen(dg), box,
+			     sizeof(box), &len),
+	    AUTH_OK);
+	assert_int_equal(len, strlen(dg) + AUTH_BOX_OVERHEAD);
+	assert_true(auth_s2s_is_boxed(box, len));
+	assert_null(memmem(box, len, "secret", 6)); /* encrypted */
+	assert_int_equal(
+	    auth_s2s_unbox(&c, box, len, got, &ctr, out, sizeof(out), &olen),
+	    AUTH_OK);
+	assert_int_equal(ctr, 1234);
+	assert_memory_equal(got, sender, 16);
+	assert_int_equal(olen, strlen(dg));
+	assert_memory_equal(out, dg, olen);
+	/* Another cluster's key, every single bit flipped, truncation. */
+	assert_int_equal(auth_s2s_unbox(&other, box, len, got, &ctr, out,
+			     sizeof(out), &olen),
+	    AUTH_EBADMAC);
+	for (i = 2; i < len * 8; i++) {
+		box[i / 8] ^= (uint8_t)(1u << (i % 8));
+		assert_int_not_equal(auth_s2s_unbox(&c, box, len, got, &ctr,
+					 out, sizeof(out), &olen),
+		    AUTH_OK);
+		box[i / 8] ^= (uint8_t)(1u << (i % 8));
+	}
+	for (i = 0; i < len; i++)
+		assert_int_not_equal(auth_s2s_unbox(&c, box, i, got, &ctr, out,
+					 sizeof(out), &olen),
+		    AUTH_OK);
+	/* Output too small, input too big. */
+	assert_int_equal(auth_s2s_unbox(&c, box, len, got, &ctr, out, 3, &olen),
+	    AUTH_ETOOBIG);
+	memset(out, 'x', sizeof(out));
+	assert_int_equal(
+	    auth_s2s_box(&c, sender, 1, out, WIRE_MAX - AUTH_BOX_OVERHEAD + 1,
+		box, sizeof(box), &len),
+	    AUTH_ETOOBIG);
+	assert_int_equal(
+	    auth_s2s_box(&c, sender, 1, out, WIRE_MAX - AUTH_BOX_OVERHEAD, box,
+		sizeof(box), &len),
+	    AUTH_OK);
+	assert_int_equal(len, WIRE_MAX);
+}
+
 int
 main(void)
 {
@@ -1535,6 +1593,7 @@ main(void)
 	    cmocka_unit_test(pin_should_be_set_on_first_use_then_checked),
 	    cmocka_unit_test(pin_should_refuse_a_corrupt_file),
 	    cmocka_unit_test(pin_find_should_parse_strictly),
+	    cmocka_unit_test(box_should_round_trip_and_refuse_any_change),
 	};
 
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -274,6 +274,85 @@ keep_alive(struct client *c, int64_t from, int64_t until)
 	}
 }
 
+/* err code=renamed naming our new name, sent from addr. */
+static void
+renamed_from(struct client *c, int64_t now, const char *to, const char *addr)
+{
+	struct wire_msg m;
+
+	wire_init(&m, WK_ERR, to, "renamed", L1_UUID);
+	wire_add(&m, "code", "renamed");
+	wire_add(&m, "re", "newu");
+	wire_add(&m, "name", "alice~2");
+	feed(c, now, &m, addr);
+}
+
+/*
+ * After a partition's heal the leader says our name is now alice~2
+ * (docs/RELAY.md, "Merge"): we log in again under it, to that leader.
+ * From another address, or with no session to rename (searching,
+ * logging out), it is nobody's word and changes nothing.
+ */
+static void
+renamed_should_be_taken_only_from_our_leader_in_a_session(void **state)
+{
+	struct client c;
+
+	(void)state;
+	/* Searching: no leader yet, nobody to log in to. */
+	{
+		struct client_cfg cfg = cfg_test();
+
+		assert_int_equal(client_init(&c, &cfg, ME), 0);
+	}
+	client_start(&c, 0);
+	collect(&c);
+	renamed_from(&c, 1, ME, L1_ADDR);
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	assert_int_equal(c.state, CS_SEARCHING);
+	assert_string_equal(c.user, ME);
+	client_free(&c);
+
+	/*
+	 * Online, from another server (the leader that merged our side
+	 * after a partition): the new name, and a search for the leader.
+	 */
+	online_at(&c, L1_ADDR, 0);
+	renamed_from(&c, 1, ME, L2_ADDR);
+	assert_string_equal(c.user, "alice~2");
+	assert_string_equal(event(CE_ERROR, 0)->code, "renamed");
+	assert_int_equal(c.state, CS_SEARCHING);
+	assert_non_null(sent(WK_WHERE, 0));
+	client_free(&c);
+	/* From our leader: the new name, and a login there. */
+	online_at(&c, L1_ADDR, 0);
+	renamed_from(&c, 2, ME, L1_ADDR);
+	assert_string_equal(c.user, "alice~2");
+	assert_string_equal(event(CE_ERROR, 0)->code, "renamed");
+	assert_int_equal(count_events(CE_LEADER), 0);
+	assert_int_equal(c.state, CS_LOGIN);
+	assert_non_null(sent(WK_LOGIN, 0));
+	assert_string_equal(sent(WK_LOGIN, 0)->from, "alice~2");
+	assert_string_equal(seen.addr[0], L1_ADDR);
+	{
+		struct wire_msg m;
+
+		wire_init(&m, WK_OK, "alice~2", "", L1_UUID);
+		wire_add(&m, "re", "login");
+		feed(&c, 3, &m, L1_ADDR);
+	}
+	assert_int_equal(c.state, CS_ONLINE);
+	/* Logging out: nothing to rename. */
+	client_quit(&c, 4, 5000);
+	collect(&c);
+	assert_int_equal(c.state, CS_LOGOUT);
+	renamed_from(&c, 5, "alice~2", L1_ADDR);
+	assert_int_equal(seen.nsends + seen.nev, 0);
+	assert_string_equal(c.user, "alice~2");
+	assert_int_equal(c.state, CS_LOGOUT);
+	client_free(&c);
+}
+
 /* ---- de-duplication -------------------------------------------------- */
 
 static void
@@ -1291,6 +1370,41 @@ quit_deadline_should_report_what_was_never_acknowledged(void **state)
 	client_free(&c);
 }
 
+/*
+ * Past the quit deadline the logout goes; its resends are what is due
+ * next, not the deadline behind us (a caller's loop would spin).
+ */
+static void
+logout_after_the_quit_deadline_should_wait_for_its_resend(void **state)
+{
+	struct client c;
+	int64_t next, t;
+
+	(void)state;
+	online_at(&c, L1_ADDR, 0);
+	assert_int_equal(client_send(&c, 0, "bob", "lost"), 0);
+	client_quit(&c, 0, 800);
+	collect(&c);
+	for (t = 100; t <= 800; t += 100)
+		tick(&c, t);
+	assert_int_equal(c.state, CS_LOGOUT);
+	assert_int_equal(c.lost, 1);
+	next = client_next_deadline(&c);
+	assert_true(next > 800);
+	/* and the logout unanswered ends the session, no tick wasted */
+	for (t = 0; t < 20 && c.state != CS_DONE; t++) {
+		next = client_next_deadline(&c);
+		assert_true(next != INT64_MAX);
+		tick(&c, next);
+		assert_true(
+		    c.state == CS_DONE || client_next_deadline(&c) > next);
+	}
+	assert_int_equal(c.state, CS_DONE);
+	assert_non_null(event(CE_BYE, 0));
+	assert_int_equal(client_next_deadline(&c), INT64_MAX);
+	client_free(&c);
+}
+
 static void
 deliveries_after_logout_should_be_left_for_the_next_session(void **state)
 {
@@ -1427,6 +1541,10 @@ main(void)
 	    cmocka_unit_test(quit_should_wait_for_acks_then_log_out),
 	    cmocka_unit_test(
 		quit_deadline_should_report_what_was_never_acknowledged),
+	    cmocka_unit_test(
+		logout_after_the_quit_deadline_should_wait_for_its_resend),
+	    cmocka_unit_test(
+		renamed_should_be_taken_only_from_our_leader_in_a_session),
 	    cmocka_unit_test(
 		deliveries_after_logout_should_be_left_for_the_next_session),
 	    cmocka_unit_test(hostile_datagrams_should_change_nothing),

@@ -379,6 +379,73 @@ merge_should_bring_a_stale_leader_up_to_date(void **state)
 	relay_free(&S);
 }
 
+/*
+ * O's side gave out ids that L never saw, and none of its messages is
+ * left to merge (all delivered): L still moves its ids past O's, and
+ * says so in an op, so that a backup that takes over goes on from there
+ * too (a client of O's side drops an id it has seen in a stream).
+ */
+static void
+merge_should_replicate_the_move_of_next_id_without_a_message(void **state)
+{
+	struct relay L, O, B;
+	size_t nu = 9, nm = 9, i;
+	uint64_t id = 0;
+	char *snap;
+	size_t len;
+
+	(void)state;
+	init_leader(&L, NULL);
+	user_up(&L, "alice", A_ADDR);
+	user_up(&L, "bob", B_ADDR);
+	assert_int_equal(relay_snapshot(&L, &snap, &len), RELAY_OK);
+	init_backup(&B, NULL);
+	assert_int_equal(relay_restore(&B, snap, len), RELAY_OK);
+	init_backup(&O, NULL);
+	assert_int_equal(relay_restore(&O, snap, len), RELAY_OK);
+	free(snap);
+	relay_drain(&B);
+	relay_drain(&O);
+	assert_int_equal(relay_become_leader(&O, 0), RELAY_OK);
+	relay_drain(&O);
+	/* O's side: alice sends bob three messages, bob has them all. */
+	for (i = 1; i <= 3; i++) {
+		assert_int_equal(relay_on_msg(&O, 0, "alice", A_ADDR, PORT,
+				     "bob", "on O", i),
+		    RELAY_OK);
+		id = last_msg_id(&O);
+		assert_int_equal(relay_on_replicated(&O, 0, id), RELAY_OK);
+		relay_drain(&O);
+		assert_int_equal(
+		    relay_on_ack(&O, 0, "bob", B_ADDR, PORT, id), RELAY_OK);
+		relay_drain(&O);
+	}
+	assert_int_equal(O.next_id, id + 1);
+	assert_true(L.next_id < O.next_id);
+
+	assert_int_equal(relay_merge(&L, 0, &O, &nu, &nm), RELAY_OK);
+	assert_int_equal(nu, 0);
+	assert_int_equal(nm, 0);
+	assert_int_equal(L.next_id, O.next_id);
+	assert_int_equal(count_type(&L, RO_REPLICATE), 1);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_true(relay_equal(&L, &B));
+	/* A second merge adds nothing, not even an op. */
+	assert_int_equal(relay_merge(&L, 0, &O, &nu, &nm), RELAY_OK);
+	assert_int_equal(count_type(&L, RO_REPLICATE), 0);
+	/* L dies: B's first message comes after every id O gave out. */
+	assert_int_equal(relay_become_leader(&B, 0), RELAY_OK);
+	relay_drain(&B);
+	assert_int_equal(
+	    relay_on_msg(&B, 0, "alice", A_ADDR, PORT, "bob", "on B", 4),
+	    RELAY_OK);
+	assert_int_equal(last_msg_id(&B), O.next_id);
+	relay_free(&L);
+	relay_free(&O);
+	relay_free(&B);
+}
+
 /* ---- configuration --------------------------------------------------- */
 
 static void
@@ -2108,7 +2175,8 @@ op_text_should_round_trip(void **state)
 	op.version = UINT64_MAX;
 	strlcpy(op.user, "0123456789abcdef0123456789abcde", sizeof(op.user));
 	strlcpy(op.dest, "#0123456789abcdef0123456789abc", sizeof(op.dest));
-	op.id = op.seq = op.cid = UINT64_MAX;
+	op.seq = op.cid = UINT64_MAX;
+	op.id = UINT64_MAX - 1; /* the last id that has a next */
 	/* the longest body: RELAY_BODY_MAX encoded bytes */
 	memset(body, ' ', sizeof(body));
 	body[0] = '\n';
@@ -2172,6 +2240,163 @@ op_parse_should_reject_malformed_lines(void **state)
 	assert_int_equal(relay_op_parse(&op, "logout 1 a", 10), 0);
 	assert_int_equal(relay_op_parse(&op, "msg 1 a * 1 1 1 2 h ", 20), 0);
 	assert_int_equal(relay_op_parse(NULL, "logout 1 a", 10), -1);
+}
+
+/* A backup's op: NEWU of name, or MSG id from alice to bob with cid. */
+static void
+apply_newu(struct relay *B, const char *name, const char *addr)
+{
+	struct relay_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.type = ROP_NEWU;
+	op.version = B->version + 1;
+	strlcpy(op.user, name, sizeof(op.user));
+	strlcpy(op.addr, addr, sizeof(op.addr));
+	op.port = PORT;
+	assert_int_equal(relay_apply(B, &op), RELAY_OK);
+	relay_drain(B);
+}
+
+static enum relay_err
+apply_msg(struct relay *B, uint64_t id, uint64_t cid)
+{
+	struct relay_op op;
+	enum relay_err e;
+
+	memset(&op, 0, sizeof(op));
+	op.type = ROP_MSG;
+	op.version = B->version + 1;
+	strlcpy(op.user, "alice", sizeof(op.user));
+	strlcpy(op.dest, "bob", sizeof(op.dest));
+	op.id = id;
+	op.seq = 1;
+	op.cid = cid;
+	op.body = "hi";
+	op.bodylen = 2;
+	e = relay_apply(B, &op);
+	relay_drain(B);
+	return e;
+}
+
+/*
+ * A client picks its cids: UINT64_MAX is one, and with the message's id
+ * its window entry "CID:ID" is up to 41 characters in the snapshot.
+ */
+static void
+snapshot_should_restore_window_entries_of_the_longest_cid_and_id(void **state)
+{
+	static const uint64_t ids[] = {100, UINT64_MAX - 1};
+	struct relay B, R;
+	char *s;
+	size_t len, i;
+
+	(void)state;
+	for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		init_backup(&B, NULL);
+		apply_newu(&B, "alice", A_ADDR);
+		apply_newu(&B, "bob", B_ADDR);
+		assert_int_equal(apply_msg(&B, ids[i], UINT64_MAX), RELAY_OK);
+		assert_int_equal(relay_snapshot(&B, &s, &len), RELAY_OK);
+		init_backup(&R, NULL);
+		assert_int_equal(relay_restore(&R, s, len), RELAY_OK);
+		assert_true(relay_equal(&B, &R));
+		free(s);
+		relay_free(&B);
+		relay_free(&R);
+	}
+}
+
+/*
+ * The id after a message's is where ids go on: a message of id
+ * UINT64_MAX (only a forged op) would wrap them to 0.  A leader whose
+ * ids ran out refuses messages as full.
+ */
+static void
+message_id_with_no_successor_should_be_refused(void **state)
+{
+	char text[RELAY_OP_TEXT_MAX + 1];
+	struct relay_op op;
+	struct relay B, E;
+	size_t len;
+
+	(void)state;
+	init_backup(&B, NULL);
+	apply_newu(&B, "alice", A_ADDR);
+	apply_newu(&B, "bob", B_ADDR);
+	init_backup(&E, NULL);
+	apply_newu(&E, "alice", A_ADDR);
+	apply_newu(&E, "bob", B_ADDR);
+	assert_int_equal(apply_msg(&B, UINT64_MAX, 1), RELAY_EDIVERGED);
+	assert_true(relay_equal(&B, &E));
+	assert_int_equal(B.next_id, 1);
+	strlcpy(text, "msg 3 alice bob 18446744073709551615 1 1 2 hi",
+	    sizeof(text));
+	assert_int_equal(relay_op_parse(&op, text, strlen(text)), -1);
+	/* ids moved to the last one (a merge's op): the leader is full */
+	memset(&op, 0, sizeof(op));
+	op.type = ROP_NEXT_ID;
+	op.version = B.version + 1;
+	op.id = UINT64_MAX;
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
+	assert_string_equal(text, "nextid 3 18446744073709551615");
+	assert_int_equal(relay_op_parse(&op, text, len), 0);
+	assert_int_equal(relay_apply(&B, &op), RELAY_OK);
+	assert_int_equal(B.next_id, UINT64_MAX);
+	assert_int_equal(relay_become_leader(&B, 0), RELAY_OK);
+	assert_int_equal(
+	    relay_on_login(&B, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	relay_drain(&B);
+	assert_int_equal(
+	    relay_on_msg(&B, 0, "alice", A_ADDR, PORT, "bob", "x", 1),
+	    RELAY_EFULL);
+	assert_int_equal(count_type(&B, RO_REPLICATE), 0);
+	assert_int_equal(B.next_id, UINT64_MAX);
+	relay_free(&B);
+	relay_free(&E);
+}
+
+/* nextid names no user, and only moves ids up. */
+static void
+next_id_op_should_round_trip_and_only_move_ids_up(void **state)
+{
+	static const char *const bad[] = {"nextid 1", "nextid 1 0",
+	    "nextid 1 alice 5", "nextid 1 5 ", "nextid 0 5", "nextid 1 -5",
+	    "nextid 1 18446744073709551616"};
+	char text[RELAY_OP_TEXT_MAX + 1];
+	struct relay_op op;
+	struct relay B;
+	size_t len, i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (relay_op_parse(&op, bad[i], strlen(bad[i])) != -1)
+			print_error("accepted \"%s\"\n", bad[i]);
+		assert_int_equal(
+		    relay_op_parse(&op, bad[i], strlen(bad[i])), -1);
+	}
+	assert_int_equal(relay_op_parse(&op, "nextid 1 7", 10), 0);
+	assert_int_equal(op.type, ROP_NEXT_ID);
+	assert_int_equal(op.version, 1);
+	assert_int_equal(op.id, 7);
+	assert_string_equal(op.user, "");
+	assert_string_equal(relay_op_name(op.type), "nextid");
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
+	assert_string_equal(text, "nextid 1 7");
+	/* a user on it does not format */
+	strlcpy(op.user, "alice", sizeof(op.user));
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), -1);
+	op.user[0] = '\0';
+	init_backup(&B, NULL);
+	assert_int_equal(relay_apply(&B, &op), RELAY_OK);
+	assert_int_equal(B.next_id, 7);
+	op.version = 2;
+	assert_int_equal(relay_apply(&B, &op), RELAY_EDIVERGED); /* not up */
+	op.id = 6;
+	assert_int_equal(relay_apply(&B, &op), RELAY_EDIVERGED);
+	assert_int_equal(B.version, 1);
+	assert_int_equal(B.next_id, 7);
+	relay_free(&B);
 }
 
 static void
@@ -2553,6 +2778,535 @@ ten_thousand_online_users_should_fit_well_under_64_mb(void **state)
 	relay_free(&r);
 }
 
+/* ---- session keys and passwords ---------------------------------------- */
+
+/* A valid session key (base64url of 32 bytes, all equal to b). */
+static void
+key_of(uint8_t b, char out[AUTH_PK_TEXT])
+{
+	uint8_t pk[AUTH_PK_BYTES];
+
+	memset(pk, b, sizeof(pk));
+	auth_pk_to_text(pk, out);
+}
+
+/* A password hash, computed once per password and kept. */
+static const char *
+hash_of(const char *pw)
+{
+	static char cache[2][AUTH_PWHASH_SIZE];
+	static char pws[2][16];
+	size_t i;
+
+	for (i = 0; i < 2; i++)
+		if (cache[i][0] != '\0' && strcmp(pws[i], pw) == 0)
+			return cache[i];
+	for (i = 0; i < 2 && cache[i][0] != '\0'; i++)
+		;
+	assert_true(i < 2);
+	assert_int_equal(auth_pw_hash(pw, strlen(pw), cache[i]), AUTH_OK);
+	strlcpy(pws[i], pw, sizeof(pws[i]));
+	return cache[i];
+}
+
+/* The err of the reply to user in r's outbox, RELAY_NERR when none. */
+static enum relay_err
+reply_err(const struct relay *r, const char *user)
+{
+	const struct relay_out *o = find_reply(r, user);
+
+	return o == NULL ? RELAY_NERR : o->err;
+}
+
+static void
+requests_from_another_session_key_should_be_forged(void **state)
+{
+	char k1[AUTH_PK_TEXT], k2[AUTH_PK_TEXT];
+	struct relay_user_info info;
+	struct relay r;
+
+	(void)state;
+	key_of(1, k1);
+	key_of(2, k2);
+	init_leader(&r, NULL);
+	assert_int_equal(relay_set_source_key(&r, k1), 0);
+	user_up(&r, "alice", A_ADDR);
+	assert_int_equal(relay_user_get(&r, "alice", &info), 0);
+	assert_string_equal(info.key, k1);
+	/* the same address and port in another session: forged */
+	assert_int_equal(relay_set_source_key(&r, k2), 0);
+	assert_int_equal(
+	    relay_on_alive(&r, 0, "alice", A_ADDR, PORT), RELAY_EFORGED);
+	assert_int_equal(reply_err(&r, "alice"), RELAY_EFORGED);
+	relay_drain(&r);
+	assert_int_equal(
+	    relay_on_msg(&r, 0, "alice", A_ADDR, PORT, "alice", "hi", 1),
+	    RELAY_EFORGED);
+	relay_drain(&r);
+	/* a plain datagram too */
+	assert_int_equal(relay_set_source_key(&r, ""), 0);
+	assert_int_equal(
+	    relay_on_join(&r, 0, "alice", A_ADDR, PORT, "#x"), RELAY_EFORGED);
+	relay_drain(&r);
+	/* nor may another session take the name over by registering */
+	assert_int_equal(relay_set_source_key(&r, k2), 0);
+	assert_int_equal(
+	    relay_on_newu(&r, 0, "alice", A_ADDR, PORT), RELAY_ENAME_TAKEN);
+	relay_drain(&r);
+	/* its own session goes on, and resends its newu */
+	assert_int_equal(relay_set_source_key(&r, k1), 0);
+	assert_int_equal(
+	    relay_on_alive(&r, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	assert_int_equal(relay_on_newu(&r, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	relay_drain(&r);
+	/* a malformed key refuses every request until a good one comes */
+	assert_int_equal(relay_set_source_key(&r, "not-a-key"), -1);
+	assert_int_equal(
+	    relay_on_alive(&r, 0, "alice", A_ADDR, PORT), RELAY_EARG);
+	assert_int_equal(reply_err(&r, "alice"), RELAY_EARG);
+	relay_drain(&r);
+	assert_int_equal(relay_set_source_key(&r, NULL), 0);
+	assert_string_equal(r.src_key, "");
+	relay_free(&r);
+}
+
+static void
+login_from_a_new_key_should_rebind_the_user(void **state)
+{
+	char k1[AUTH_PK_TEXT], k2[AUTH_PK_TEXT];
+	struct relay_user_info info;
+	struct relay L, B;
+	size_t i;
+	bool op_seen = false;
+
+	(void)state;
+	key_of(1, k1);
+	key_of(2, k2);
+	init_leader(&L, NULL);
+	init_backup(&B, NULL);
+	assert_int_equal(relay_set_source_key(&L, k1), 0);
+	assert_int_equal(relay_on_newu(&L, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	assert_int_equal(
+	    relay_on_login(&L, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	/* the same address, a new session (a restarted client): rebound */
+	assert_int_equal(relay_set_source_key(&L, k2), 0);
+	assert_int_equal(
+	    relay_on_login(&L, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	for (i = 0; i < L.nout; i++)
+		if (L.out[i].type == RO_REPLICATE &&
+		    L.out[i].op.type == ROP_LOGIN) {
+			assert_string_equal(L.out[i].op.key, k2);
+			op_seen = true;
+		}
+	assert_true(op_seen);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_int_equal(relay_user_get(&B, "alice", &info), 0);
+	assert_string_equal(info.key, k2);
+	assert_true(relay_equal(&L, &B));
+	assert_int_equal(
+	    relay_on_alive(&L, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	relay_drain(&L);
+	assert_int_equal(relay_set_source_key(&L, k1), 0);
+	assert_int_equal(
+	    relay_on_alive(&L, 0, "alice", A_ADDR, PORT), RELAY_EFORGED);
+	relay_drain(&L);
+	/* a resend of the login in the same session makes no op */
+	assert_int_equal(relay_set_source_key(&L, k2), 0);
+	assert_int_equal(
+	    relay_on_login(&L, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	assert_int_equal(count_type(&L, RO_REPLICATE), 0);
+	relay_free(&L);
+	relay_free(&B);
+}
+
+static void
+user_with_a_password_should_log_in_only_once_it_is_verified(void **state)
+{
+	char k1[AUTH_PK_TEXT];
+	const char *h = hash_of("secret");
+	struct relay_user_info info;
+	struct relay L, B;
+
+	(void)state;
+	key_of(1, k1);
+	init_leader(&L, NULL);
+	init_backup(&B, NULL);
+	assert_int_equal(relay_set_source_key(&L, k1), 0);
+	assert_true(relay_newu_registers(&L, "alice"));
+	assert_false(relay_newu_registers(&L, "bad name"));
+	assert_int_equal(
+	    relay_on_newu_pw(&L, 0, "alice", A_ADDR, PORT, "$x"), RELAY_EARG);
+	relay_drain(&L);
+	assert_int_equal(
+	    relay_on_newu_pw(&L, 0, "alice", A_ADDR, PORT, h), RELAY_OK);
+	assert_int_equal(reply_err(&L, "alice"), RELAY_OK);
+	assert_false(relay_newu_registers(&L, "alice"));
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_int_equal(relay_user_get(&B, "alice", &info), 0);
+	assert_string_equal(info.pwhash, h);
+	assert_string_equal(info.key, k1);
+	/* no verification: password_required, whatever the session */
+	assert_true(relay_login_wants_pw(&L, "alice", A_ADDR, PORT));
+	assert_int_equal(
+	    relay_on_login(&L, 0, "alice", A_ADDR, PORT), RELAY_EPW_REQUIRED);
+	assert_int_equal(reply_err(&L, "alice"), RELAY_EPW_REQUIRED);
+	assert_int_equal(count_type(&L, RO_REPLICATE), 0);
+	relay_drain(&L);
+	/* verified: online */
+	assert_int_equal(
+	    relay_on_login_pw(&L, 0, "alice", A_ADDR, PORT, true), RELAY_OK);
+	assert_int_equal(reply_err(&L, "alice"), RELAY_OK);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_true(relay_equal(&L, &B));
+	/* a resend of that login from its session needs no password */
+	assert_false(relay_login_wants_pw(&L, "alice", A_ADDR, PORT));
+	assert_int_equal(
+	    relay_on_login(&L, 0, "alice", A_ADDR, PORT), RELAY_OK);
+	relay_drain(&L);
+	/* from elsewhere it does */
+	assert_true(relay_login_wants_pw(&L, "alice", B_ADDR, PORT));
+	assert_int_equal(
+	    relay_on_login(&L, 0, "alice", B_ADDR, PORT), RELAY_EPW_REQUIRED);
+	relay_drain(&L);
+	/* users without a password are as before */
+	assert_false(relay_login_wants_pw(&L, "nobody", A_ADDR, PORT));
+	user_up(&L, "bob", B_ADDR);
+	relay_free(&L);
+	relay_free(&B);
+}
+
+static void
+wrong_password_should_be_answered_after_a_growing_delay(void **state)
+{
+	char k1[AUTH_PK_TEXT], k2[AUTH_PK_TEXT];
+	struct relay r;
+	bool resend;
+
+	(void)state;
+	key_of(1, k1);
+	key_of(2, k2);
+	init_leader(&r, NULL);
+	assert_int_equal(relay_set_source_key(&r, k1), 0);
+	assert_int_equal(
+	    relay_on_newu_pw(&r, 0, "alice", A_ADDR, PORT, hash_of("secret")),
+	    RELAY_OK);
+	relay_drain(&r);
+	assert_int_equal(
+	    relay_pw_wait(&r, 0, "alice", A_ADDR, PORT, &resend), 0);
+	/* the first wrong password: answered 500 ms later, not before */
+	assert_int_equal(
+	    relay_on_login_pw(&r, 1000, "alice", A_ADDR, PORT, false),
+	    RELAY_EBAD_PASSWORD);
+	assert_null(find_reply(&r, "alice"));
+	assert_int_equal(relay_next_deadline(&r), 1500);
+	assert_int_equal(
+	    relay_pw_wait(&r, 1100, "alice", A_ADDR, PORT, &resend), 400);
+	assert_true(resend); /* the same client asking again */
+	assert_int_equal(
+	    relay_pw_wait(&r, 1100, "alice", B_ADDR, PORT, &resend), 400);
+	assert_false(resend);
+	assert_int_equal(relay_set_source_key(&r, k2), 0);
+	assert_int_equal(
+	    relay_pw_wait(&r, 1100, "alice", A_ADDR, PORT, &resend), 400);
+	assert_false(resend); /* another session */
+	assert_int_equal(relay_set_source_key(&r, k1), 0);
+	relay_tick(&r, 1499);
+	assert_null(find_reply(&r, "alice"));
+	relay_tick(&r, 1500);
+	assert_int_equal(reply_err(&r, "alice"), RELAY_EBAD_PASSWORD);
+	assert_string_equal(find_reply(&r, "alice")->addr, A_ADDR);
+	assert_int_equal(find_reply(&r, "alice")->re, WK_LOGIN);
+	assert_true(has_event(&r, REV_REJECT));
+	relay_drain(&r);
+	assert_int_equal(
+	    relay_pw_wait(&r, 1500, "alice", A_ADDR, PORT, &resend), 0);
+	/* the second in a row: 1 s */
+	assert_int_equal(
+	    relay_on_login_pw(&r, 2000, "alice", A_ADDR, PORT, false),
+	    RELAY_EBAD_PASSWORD);
+	assert_int_equal(relay_next_deadline(&r), 3000);
+	relay_tick(&r, 3000);
+	assert_int_equal(reply_err(&r, "alice"), RELAY_EBAD_PASSWORD);
+	relay_drain(&r);
+	/* success ends the run: the next wrong one waits 500 ms again */
+	assert_int_equal(
+	    relay_on_login_pw(&r, 4000, "alice", A_ADDR, PORT, true), RELAY_OK);
+	relay_drain(&r);
+	assert_int_equal(
+	    relay_on_login_pw(&r, 5000, "alice", B_ADDR, PORT, false),
+	    RELAY_EBAD_PASSWORD);
+	assert_int_equal(
+	    relay_pw_wait(&r, 5000, "alice", B_ADDR, PORT, &resend), 500);
+	/* stepping down forgets the delays and the answers waiting */
+	assert_int_equal(relay_become_backup(&r), RELAY_OK);
+	relay_drain(&r);
+	assert_int_equal(
+	    relay_pw_wait(&r, 5000, "alice", B_ADDR, PORT, &resend), 0);
+	assert_int_equal(r.npww, 0);
+	relay_free(&r);
+}
+
+static void
+refuse_should_answer_as_the_relay_does_with_retry_ms(void **state)
+{
+	const struct relay_out *o;
+	struct relay r;
+
+	(void)state;
+	init_leader(&r, NULL);
+	assert_int_equal(relay_refuse(&r, WK_LOGIN, RELAY_ESLOW_DOWN, "alice",
+			     A_ADDR, PORT, 1234),
+	    RELAY_ESLOW_DOWN);
+	assert_non_null(o = find_reply(&r, "alice"));
+	assert_int_equal(o->err, RELAY_ESLOW_DOWN);
+	assert_int_equal(o->re, WK_LOGIN);
+	assert_int_equal(o->retry_ms, 1234);
+	assert_string_equal(relay_err_code(o->err), "slow_down");
+	assert_true(has_event(&r, REV_REJECT));
+	relay_drain(&r);
+	/* no address: nothing answered */
+	assert_int_equal(relay_refuse(&r, WK_NEWU, RELAY_EPW_REQUIRED, "alice",
+			     "nowhere", PORT, 0),
+	    RELAY_EARG);
+	assert_int_equal(r.nout, 0);
+	assert_int_equal(
+	    relay_refuse(&r, WK_NEWU, RELAY_OK, "alice", A_ADDR, PORT, 0),
+	    RELAY_EARG);
+	relay_free(&r);
+	/* a backup answers not_leader */
+	init_backup(&r, NULL);
+	assert_int_equal(relay_refuse(&r, WK_NEWU, RELAY_EPW_REQUIRED, "alice",
+			     A_ADDR, PORT, 0),
+	    RELAY_EROLE);
+	assert_int_equal(reply_err(&r, "alice"), RELAY_EROLE);
+	relay_free(&r);
+}
+
+static void
+ops_with_key_and_password_should_round_trip_and_fit(void **state)
+{
+	char text[RELAY_OP_TEXT_MAX + 1], k[AUTH_PK_TEXT], bad[300];
+	const char *h = hash_of("secret");
+	struct relay_op op, back;
+	size_t len;
+
+	(void)state;
+	key_of(0xfb, k);
+	memset(&op, 0, sizeof(op));
+	op.type = ROP_NEWU;
+	op.version = UINT64_MAX;
+	op.id = UINT64_MAX;
+	/* the worst case: a name of bytes wire.c escapes */
+	memset(op.user, '=', sizeof(op.user) - 1);
+	strlcpy(op.addr, "192.168.100.200", sizeof(op.addr));
+	op.port = 65535;
+	strlcpy(op.key, k, sizeof(op.key));
+	strlcpy(op.pwhash, h, sizeof(op.pwhash));
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
+	print_message("    longest newu: %zu bytes, %zu escaped\n", len,
+	    wire_escaped_len(text, len));
+	assert_true(wire_escaped_len(text, len) <= RELAY_OP_WIRE_MAX);
+	assert_int_equal(relay_op_parse(&back, text, len), 0);
+	assert_int_equal(back.id, UINT64_MAX);
+	assert_string_equal(back.key, k);
+	assert_string_equal(back.pwhash, h);
+	/* each is optional, in this order */
+	op.id = 0;
+	op.key[0] = '\0';
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
+	assert_int_equal(relay_op_parse(&back, text, len), 0);
+	assert_int_equal(back.id, 0);
+	assert_string_equal(back.key, "");
+	assert_string_equal(back.pwhash, h);
+	op.type = ROP_LOGIN;
+	op.pwhash[0] = '\0';
+	strlcpy(op.user, "alice", sizeof(op.user));
+	strlcpy(op.key, k, sizeof(op.key));
+	op.version = 3;
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
+	snprintf(
+	    bad, sizeof(bad), "login 3 alice 192.168.100.200 65535 key=%s", k);
+	assert_string_equal(text, bad);
+	assert_int_equal(relay_op_parse(&back, text, len), 0);
+	assert_string_equal(back.key, k);
+	/* a login carries no password; keys and hashes are checked */
+	strlcpy(op.pwhash, h, sizeof(op.pwhash));
+	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), -1);
+	snprintf(
+	    bad, sizeof(bad), "login 3 alice 1.2.3.4 5 key=%s pw=%s", k, h);
+	assert_int_equal(relay_op_parse(&back, bad, strlen(bad)), -1);
+	snprintf(bad, sizeof(bad), "newu 3 alice 1.2.3.4 5 pw=%s key=%s", h, k);
+	assert_int_equal(relay_op_parse(&back, bad, strlen(bad)), -1);
+	snprintf(bad, sizeof(bad), "newu 3 alice 1.2.3.4 5 7 key=%.42s", k);
+	assert_int_equal(relay_op_parse(&back, bad, strlen(bad)), -1);
+	snprintf(bad, sizeof(bad), "newu 3 alice 1.2.3.4 5 key=");
+	assert_int_equal(relay_op_parse(&back, bad, strlen(bad)), -1);
+	snprintf(bad, sizeof(bad), "newu 3 alice 1.2.3.4 5 pw=$argon2i$x");
+	assert_int_equal(relay_op_parse(&back, bad, strlen(bad)), -1);
+	snprintf(bad, sizeof(bad), "newu 3 alice 1.2.3.4 5 7 pw=%s", h);
+	assert_int_equal(relay_op_parse(&back, bad, strlen(bad)), 0);
+	assert_int_equal(back.id, 7);
+	assert_string_equal(back.key, "");
+	assert_string_equal(back.pwhash, h);
+}
+
+static void
+snapshot_should_keep_keys_and_passwords_and_check_them(void **state)
+{
+	char k1[AUTH_PK_TEXT], k2[AUTH_PK_TEXT], buf[1024];
+	const char *h = hash_of("secret");
+	struct relay_user_info info;
+	struct relay L, B, R;
+	char *snap;
+	size_t len;
+
+	(void)state;
+	key_of(1, k1);
+	key_of(2, k2);
+	init_leader(&L, NULL);
+	init_backup(&B, NULL);
+	assert_int_equal(relay_set_source_key(&L, k1), 0);
+	assert_int_equal(
+	    relay_on_newu_pw(&L, 0, "alice", A_ADDR, PORT, h), RELAY_OK);
+	assert_int_equal(
+	    relay_on_login_pw(&L, 0, "alice", A_ADDR, PORT, true), RELAY_OK);
+	assert_int_equal(relay_set_source_key(&L, k2), 0);
+	assert_int_equal(relay_on_newu(&L, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	assert_int_equal(relay_on_login(&L, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	assert_int_equal(relay_set_source_key(&L, NULL), 0);
+	assert_int_equal(relay_on_newu(&L, 0, "carol", C_ADDR, PORT), RELAY_OK);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_true(relay_equal(&L, &B));
+	assert_int_equal(B.hash, L.hash);
+	assert_int_equal(relay_snapshot(&L, &snap, &len), RELAY_OK);
+	snprintf(buf, sizeof(buf), " key=%s pw=%s\n", k1, h);
+	assert_non_null(strstr(snap, buf));
+	init_backup(&R, NULL);
+	assert_int_equal(relay_restore(&R, snap, len), RELAY_OK);
+	free(snap);
+	assert_true(relay_equal(&L, &R));
+	assert_int_equal(relay_user_get(&R, "alice", &info), 0);
+	assert_string_equal(info.key, k1);
+	assert_string_equal(info.pwhash, h);
+	assert_int_equal(relay_user_get(&R, "bob", &info), 0);
+	assert_string_equal(info.key, k2);
+	assert_string_equal(info.pwhash, "");
+	assert_int_equal(relay_user_get(&R, "carol", &info), 0);
+	assert_string_equal(info.key, "");
+	relay_drain(&R);
+	/* a damaged key or hash is a bad snapshot */
+	snprintf(buf, sizeof(buf),
+	    "ringchat-relay 1\nstate 1 1 0 1 1 0 0 0\n"
+	    "u a 1.2.3.4 5 1 0 0 key=%.42s\nend x\n",
+	    k1);
+	len = reseal(buf, strlen(buf));
+	assert_int_equal(relay_restore(&R, buf, len), RELAY_ESNAPSHOT);
+	snprintf(buf, sizeof(buf),
+	    "ringchat-relay 1\nstate 1 1 0 1 1 0 0 0\n"
+	    "u a 1.2.3.4 5 1 0 0 9 pw=%.40s\nend x\n",
+	    h);
+	len = reseal(buf, strlen(buf));
+	assert_int_equal(relay_restore(&R, buf, len), RELAY_ESNAPSHOT);
+	snprintf(buf, sizeof(buf),
+	    "ringchat-relay 1\nstate 1 1 0 1 1 0 0 0\n"
+	    "u a 1.2.3.4 5 1 0 0 9 pw=%s key=%s\nend x\n",
+	    h, k1);
+	len = reseal(buf, strlen(buf));
+	assert_int_equal(relay_restore(&R, buf, len), RELAY_ESNAPSHOT);
+	assert_int_equal(R.nusers, 3);
+	/* a well-formed one loads */
+	snprintf(buf, sizeof(buf),
+	    "ringchat-relay 1\nstate 1 1 0 1 1 0 0 0\n"
+	    "u a 1.2.3.4 5 1 0 0 9 key=%s pw=%s\nend x\n",
+	    k1, h);
+	len = reseal(buf, strlen(buf));
+	assert_int_equal(relay_restore(&R, buf, len), RELAY_OK);
+	assert_int_equal(relay_user_get(&R, "a", &info), 0);
+	assert_int_equal(info.reg, 9);
+	assert_string_equal(info.key, k1);
+	assert_string_equal(info.pwhash, h);
+	relay_free(&L);
+	relay_free(&B);
+	relay_free(&R);
+}
+
+static void
+merge_should_keep_the_key_and_password_of_a_user_taken_over(void **state)
+{
+	char k1[AUTH_PK_TEXT], k2[AUTH_PK_TEXT];
+	const char *h = hash_of("secret"), *h2 = hash_of("other");
+	struct relay_user_info info;
+	struct relay L, O, B;
+	size_t nu, nm;
+
+	(void)state;
+	key_of(1, k1);
+	key_of(2, k2);
+	init_leader(&L, NULL);
+	L.origin = 1;
+	init_backup(&B, NULL);
+	init_leader(&O, NULL);
+	O.origin = 2;
+	/* L has its own dave; O has erin and another dave */
+	assert_int_equal(relay_set_source_key(&L, k1), 0);
+	assert_int_equal(
+	    relay_on_newu_pw(&L, 0, "dave", "10.0.0.4", PORT, h2), RELAY_OK);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_int_equal(relay_set_source_key(&O, k2), 0);
+	assert_int_equal(
+	    relay_on_newu_pw(&O, 0, "erin", "10.0.1.5", PORT, h), RELAY_OK);
+	assert_int_equal(
+	    relay_on_newu_pw(&O, 0, "dave", "10.0.1.4", PORT, h), RELAY_OK);
+	relay_drain(&O);
+	assert_int_equal(relay_merge(&L, 0, &O, &nu, &nm), RELAY_OK);
+	assert_int_equal(nu, 2);
+	replicate(&L, &B, 0);
+	relay_drain(&L);
+	assert_true(relay_equal(&L, &B));
+	assert_int_equal(relay_user_get(&B, "erin", &info), 0);
+	assert_string_equal(info.key, k2);
+	assert_string_equal(info.pwhash, h);
+	assert_int_equal(relay_user_get(&B, "dave~2", &info), 0);
+	assert_string_equal(info.key, k2);
+	assert_string_equal(info.pwhash, h);
+	/* L's dave keeps L's */
+	assert_int_equal(relay_user_get(&B, "dave", &info), 0);
+	assert_string_equal(info.key, k1);
+	assert_string_equal(info.pwhash, h2);
+	relay_free(&L);
+	relay_free(&O);
+	relay_free(&B);
+}
+
+static void
+export_should_write_the_password_hash(void **state)
+{
+	const char *h = hash_of("secret");
+	struct users_state st;
+	struct relay r;
+
+	(void)state;
+	init_leader(&r, NULL);
+	assert_int_equal(
+	    relay_on_newu_pw(&r, 0, "alice", A_ADDR, PORT, h), RELAY_OK);
+	assert_int_equal(relay_on_newu(&r, 0, "bob", B_ADDR, PORT), RELAY_OK);
+	relay_drain(&r);
+	store_users_init(&st);
+	assert_int_equal(relay_export_users(&r, NULL, 0, &st), 0);
+	assert_int_equal(st.n, 2);
+	assert_string_equal(st.u[0].password, h);
+	assert_string_equal(st.u[1].password, "");
+	store_users_free(&st);
+	relay_free(&r);
+}
+
 int
 main(void)
 {
@@ -2649,8 +3403,14 @@ main(void)
 	    cmocka_unit_test(
 		merge_should_take_the_other_sides_users_and_messages_once),
 	    cmocka_unit_test(merge_should_bring_a_stale_leader_up_to_date),
+	    cmocka_unit_test(
+		merge_should_replicate_the_move_of_next_id_without_a_message),
 	    cmocka_unit_test(op_text_should_round_trip),
 	    cmocka_unit_test(op_parse_should_reject_malformed_lines),
+	    cmocka_unit_test(
+		snapshot_should_restore_window_entries_of_the_longest_cid_and_id),
+	    cmocka_unit_test(message_id_with_no_successor_should_be_refused),
+	    cmocka_unit_test(next_id_op_should_round_trip_and_only_move_ids_up),
 	    cmocka_unit_test(
 		restore_should_refuse_a_corrupt_snapshot_and_change_nothing),
 	    cmocka_unit_test(
@@ -2663,6 +3423,22 @@ main(void)
 	    cmocka_unit_test(memory_accounting_should_return_to_zero),
 	    cmocka_unit_test(
 		ten_thousand_online_users_should_fit_well_under_64_mb),
+	    cmocka_unit_test(
+		requests_from_another_session_key_should_be_forged),
+	    cmocka_unit_test(login_from_a_new_key_should_rebind_the_user),
+	    cmocka_unit_test(
+		user_with_a_password_should_log_in_only_once_it_is_verified),
+	    cmocka_unit_test(
+		wrong_password_should_be_answered_after_a_growing_delay),
+	    cmocka_unit_test(
+		refuse_should_answer_as_the_relay_does_with_retry_ms),
+	    cmocka_unit_test(
+		ops_with_key_and_password_should_round_trip_and_fit),
+	    cmocka_unit_test(
+		snapshot_should_keep_keys_and_passwords_and_check_them),
+	    cmocka_unit_test(
+		merge_should_keep_the_key_and_password_of_a_user_taken_over),
+	    cmocka_unit_test(export_should_write_the_password_hash),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -192,6 +192,7 @@ assert_same_user(const struct user *a, const struct user *b)
 	assert_int_equal(a->nrooms, b->nrooms);
 	for (k = 0; k < a->nrooms; k++)
 		assert_string_equal(a->rooms[k], b->rooms[k]);
+	assert_string_equal(a->password, b->password);
 }
 
 /* ---- round trips ----------------------------------------------------- */
@@ -1096,6 +1097,11 @@ readers_should_accept_the_example_files(void **state)
 	assert_int_equal(us.u[0].nrooms, 2);
 	assert_string_equal(us.u[0].rooms[0], "#general");
 	assert_int_equal(us.u[2].last_seen, 0);
+	/* alice's password is "correct horse battery staple" */
+	assert_int_equal(auth_pw_verify(us.u[0].password,
+			     "correct horse battery staple", 28),
+	    AUTH_OK);
+	assert_string_equal(us.u[1].password, "");
 	store_users_free(&us);
 	free(s);
 }
@@ -1549,8 +1555,9 @@ jdir(char *buf, const char *name)
 static void
 journal_should_give_back_the_snapshot_then_the_ops_in_order(void **state)
 {
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], path[PATH_MAX + 16];
 	struct store_journal jn;
+	struct stat st;
 	struct store_error err;
 	struct jload j;
 	bool torn = true;
@@ -1586,6 +1593,19 @@ journal_should_give_back_the_snapshot_then_the_ops_in_order(void **state)
 	assert_string_equal(j.ops[1], "op three");
 	assert_string_equal(j.ops[2], "msg a\nb\n");
 	assert_int_equal(count_temps(dir), 0);
+	/* both files hold password hashes: the server's user's alone */
+	snprintf(path, sizeof(path), "%s/chat.snap", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(path, sizeof(path), "%s/chat.log", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	/* one from before is made private when opened */
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(store_journal_open(&jn, dir, false, &err), 0);
+	store_journal_close(&jn);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
 }
 
 static void
@@ -1681,6 +1701,149 @@ journal_with_a_damaged_line_inside_should_name_the_file_and_line(void **state)
 	assert_contains(err.text, "chat.log:2: refused");
 }
 
+/*
+ * A journal reset to a snapshot and not appended to since, its chat.log
+ * lost: the snapshot alone, with nothing read from the missing log (no
+ * arithmetic on its NULL buffer, which UBSan in `make sanitize` and the
+ * fuzz targets turns into an abort).
+ */
+static void
+journal_with_a_snapshot_and_no_log_should_give_back_the_snapshot(void **state)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	struct store_error err;
+	struct jload j;
+	bool torn = true;
+
+	(void)state;
+	jdir(dir, "j4");
+	snprintf(path, sizeof(path), "%s/chat.snap", dir);
+	put_file(path, "SNAP", 4);
+	memset(&j, 0, sizeof(j));
+	assert_int_equal(
+	    store_journal_load(dir, jl_snap, jl_op, &j, &torn, &err), 0);
+	assert_false(torn);
+	assert_string_equal(j.snap, "SNAP");
+	assert_int_equal(j.nops, 0);
+}
+
+/* ---- passwords --------------------------------------------------------- */
+
+/* A hash (of "correct horse battery staple"), as users.json holds it. */
+#define PW_HASH                                                                 \
+	"$argon2id$v=19$m=19456,t=2,p=1$A82OkmDiVHEm+p/CnCJZGw$a7pI/2+gneUJZVR" \
+	"mUA5u6AsgsIYlBVM2dP2pKwYR8WM"
+
+static void
+password_should_round_trip_and_be_left_out_when_absent(void **state)
+{
+	struct users_state in, out;
+	struct store_error err;
+	char path[PATH_MAX], *text;
+	struct user *u;
+	struct stat st;
+	size_t len;
+
+	(void)state;
+	store_users_init(&in);
+	store_users_init(&out);
+	assert_non_null(u = store_users_add(&in));
+	strlcpy(u->name, "alice", sizeof(u->name));
+	strlcpy(u->addr, "10.0.0.1", sizeof(u->addr));
+	u->port = 5;
+	assert_int_equal(auth_pw_hash("secret", 6, u->password), AUTH_OK);
+	assert_non_null(u = store_users_add(&in));
+	strlcpy(u->name, "bob", sizeof(u->name));
+	strlcpy(u->addr, "10.0.0.2", sizeof(u->addr));
+	u->port = 6;
+	assert_non_null(text = store_format_users(&in, &len, &err));
+	/* one "password" key: bob has none */
+	assert_non_null(strstr(text, "\"password\""));
+	assert_null(strstr(strstr(text, "\"password\"") + 1, "\"password\""));
+	free(text);
+	assert_int_equal(
+	    store_write_users(tpath(path, "users.json"), &in, &err), 0);
+	/* for the server's user alone: a hash can be guessed offline */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(store_read_users(path, &out, &err), 0);
+	assert_int_equal(out.n, 2);
+	assert_same_user(&out.u[0], &in.u[0]);
+	assert_same_user(&out.u[1], &in.u[1]);
+	assert_int_equal(
+	    auth_pw_verify(out.u[0].password, "secret", 6), AUTH_OK);
+	/* a writer refuses a hash a reader would refuse */
+	strlcpy(
+	    in.u[1].password, "$argon2id$v=19$bad", sizeof(in.u[1].password));
+	assert_int_equal(
+	    store_write_users(tpath(path, "users.json"), &in, &err), -1);
+	assert_non_null(strstr(err.text,
+	    "users[1].password: expected an "
+	    "Argon2id password hash"));
+	assert_non_null(strstr(err.text, "(not written)"));
+	store_users_free(&in);
+	store_users_free(&out);
+}
+
+static void
+malformed_password_hash_should_be_refused_naming_the_line(void **state)
+{
+	static const struct {
+		const char *pw, *where;
+	} bad[] = {
+	    /* not a string */
+	    {"5", "users.json:5:18: users[0].password: expected an Argon2id"},
+	    /* another algorithm */
+	    {"\"$argon2i$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\"",
+		"users.json:5:18: users[0].password: expected an Argon2id"},
+	    /* truncated */
+	    {"\"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA\"",
+		"users.json:5:18: users[0].password: expected an Argon2id"},
+	    /* a cost the leader would not pay: 2 GiB */
+	    {"\"$argon2id$v=19$m=2097152,t=2,p=1$A82OkmDiVHEm+p/CnCJZGw$"
+	     "a7pI/2+gneUJZVRmUA5u6AsgsIYlBVM2dP2pKwYR8WM\"",
+		"users.json:5:18: users[0].password: expected an Argon2id"},
+	    /* empty */
+	    {"\"\"",
+		"users.json:5:18: users[0].password: expected an Argon2id"},
+	};
+	char text[512];
+	struct users_state us;
+	struct store_error err;
+	size_t i;
+
+	(void)state;
+	store_users_init(&us);
+	snprintf(text, sizeof(text),
+	    "{\"version\": 1, \"users\": [\n"
+	    "    {\"name\": \"alice\",\n"
+	    "     \"addr\": \"10.0.0.1\",\n"
+	    "     \"port\": 5,\n"
+	    "     \"password\": \"%s\"}]}\n",
+	    PW_HASH);
+	if (store_parse_users("users.json", text, strlen(text), &us, &err) != 0)
+		fail_msg("%s", err.text);
+	assert_string_equal(us.u[0].password, PW_HASH);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text),
+		    "{\"version\": 1, \"users\": [\n"
+		    "    {\"name\": \"alice\",\n"
+		    "     \"addr\": \"10.0.0.1\",\n"
+		    "     \"port\": 5,\n"
+		    "     \"password\": %s}]}\n",
+		    bad[i].pw);
+		assert_int_equal(store_parse_users("users.json", text,
+				     strlen(text), &us, &err),
+		    -1);
+		if (strncmp(err.text, bad[i].where, strlen(bad[i].where)) != 0)
+			fail_msg("%zu: %s", i, err.text);
+		/* the state is untouched */
+		assert_int_equal(us.n, 1);
+		assert_string_equal(us.u[0].password, PW_HASH);
+	}
+	store_users_free(&us);
+}
+
 int
 main(void)
 {
@@ -1730,6 +1893,10 @@ main(void)
 	    cmocka_unit_test(parse_should_accept_the_largest_version),
 	    cmocka_unit_test(readers_should_accept_the_example_files),
 	    cmocka_unit_test(
+		password_should_round_trip_and_be_left_out_when_absent),
+	    cmocka_unit_test(
+		malformed_password_hash_should_be_refused_naming_the_line),
+	    cmocka_unit_test(
 		write_atomic_should_replace_the_file_and_leave_no_temporary_file),
 	    cmocka_unit_test(
 		write_atomic_should_fail_without_a_trace_in_a_missing_directory),
@@ -1757,6 +1924,8 @@ main(void)
 		journal_should_drop_a_last_line_cut_short_and_nothing_else),
 	    cmocka_unit_test(
 		journal_with_a_damaged_line_inside_should_name_the_file_and_line),
+	    cmocka_unit_test(
+		journal_with_a_snapshot_and_no_log_should_give_back_the_snapshot),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
