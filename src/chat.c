@@ -478,20 +478,50 @@ wait_push(struct chat *c, uint64_t version, uint64_t id)
 
 /* ---- relay outputs to the wire ----------------------------------------- */
 
+/* Which limit a `full` answer to request re met, in words. */
+static void
+full_text(const struct server *s, enum wire_kind re, char *buf, size_t sz)
+{
+	const struct relay_cfg *cfg = &s->chat.relay.cfg;
+
+	if (re == WK_NEWU)
+		(void)snprintf(buf, sz,
+		    "the server's limit of %u registered users is reached "
+		    "(--max-users)",
+		    cfg->users_max);
+	else if (re == WK_JOIN)
+		(void)snprintf(buf, sz,
+		    "the server's limit of %u rooms is reached (--max-rooms)",
+		    cfg->rooms_max);
+	else if (re == WK_MSG)
+		(void)snprintf(buf, sz,
+		    "the recipient is offline with %u messages waiting "
+		    "(--max-queue), or the server's message memory is full",
+		    cfg->queue_max);
+	else
+		(void)snprintf(buf, sz, "a limit of the server is reached");
+}
+
 static void
 send_reply(struct server *s, const struct relay_out *o)
 {
 	struct sockaddr_in to;
 	struct wire_msg m;
 	const char *text = o->text != NULL ? o->text : "";
+	char why[160];
 
 	if (net_sockaddr(&to, o->addr, o->port) == -1)
 		return;
 	if (o->err == RELAY_OK) {
 		wire_init(&m, WK_OK, o->user, text, server_self_id(s));
+	} else if (o->err == RELAY_EFULL) {
+		full_text(s, o->re, why, sizeof(why));
+		wire_init(&m, WK_ERR, o->user, why, server_self_id(s));
 	} else {
 		wire_init(&m, WK_ERR, o->user, relay_err_code(o->err),
 		    server_self_id(s));
+	}
+	if (o->err != RELAY_OK) {
 		wire_add(&m, "code", relay_err_code(o->err));
 		if (o->err == RELAY_ERENAMED && o->text != NULL) {
 			struct relay_user_info u;

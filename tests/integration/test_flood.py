@@ -179,12 +179,13 @@ def test_the_user_and_room_limits_should_refuse_with_full(cluster_factory, clien
     carol = clients(c.disc_port, "carol", timeout=5)
     err = carol.wait(lambda e: e["event"] == "error" and e.get("code") == "full", 15,
                      "the third user refused as full")
-    assert err
+    assert "limit of 2 registered users" in err["message"] and "--max-users" in err["message"], err
     alice.say("/join #one")
     alice.wait_event("joined", timeout=10)
     alice.say("/join #two")
-    alice.wait(lambda e: e["event"] == "error" and e.get("code") == "full", 10,
-               "a second room refused as full")
+    err = alice.wait(lambda e: e["event"] == "error" and e.get("code") == "full", 10,
+                     "a second room refused as full")
+    assert "limit of 1 rooms" in err["message"] and "--max-rooms" in err["message"], err
 
 
 def test_the_flood_tool_should_send_what_it_says(tmp_path):
