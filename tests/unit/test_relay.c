@@ -2197,14 +2197,14 @@ op_text_should_round_trip(void **state)
 	assert_int_equal(relay_op_format(&op, text, 100, &len), -1);
 	op.type = ROP_LOGIN;
 	op.version = 3;
-	strlcpy(op.addr, "192.168.100.200", sizeof(op.addr));
+	strlcpy(op.addr, "10.177.100.200", sizeof(op.addr));
 	op.port = 65535;
 	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
 	assert_string_equal(text,
-	    "login 3 0123456789abcdef0123456789abcde 192.168.100.200 65535");
+	    "login 3 0123456789abcdef0123456789abcde 10.177.100.200 65535");
 	assert_int_equal(relay_op_parse(&back, text, len), 0);
 	assert_int_equal(back.port, 65535);
-	assert_string_equal(back.addr, "192.168.100.200");
+	assert_string_equal(back.addr, "10.177.100.200");
 }
 
 static void
@@ -3103,7 +3103,7 @@ ops_with_key_and_password_should_round_trip_and_fit(void **state)
 	op.id = UINT64_MAX;
 	/* the worst case: a name of bytes wire.c escapes */
 	memset(op.user, '=', sizeof(op.user) - 1);
-	strlcpy(op.addr, "192.168.100.200", sizeof(op.addr));
+	strlcpy(op.addr, "10.177.100.200", sizeof(op.addr));
 	op.port = 65535;
 	strlcpy(op.key, k, sizeof(op.key));
 	strlcpy(op.pwhash, h, sizeof(op.pwhash));
@@ -3130,7 +3130,7 @@ ops_with_key_and_password_should_round_trip_and_fit(void **state)
 	op.version = 3;
 	assert_int_equal(relay_op_format(&op, text, sizeof(text), &len), 0);
 	snprintf(
-	    bad, sizeof(bad), "login 3 alice 192.168.100.200 65535 key=%s", k);
+	    bad, sizeof(bad), "login 3 alice 10.177.100.200 65535 key=%s", k);
 	assert_string_equal(text, bad);
 	assert_int_equal(relay_op_parse(&back, text, len), 0);
 	assert_string_equal(back.key, k);
